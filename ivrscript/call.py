@@ -1,0 +1,158 @@
+"""A call as the script sees it, and its transcript: a readable view of the call's log."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Call", "Transcript", "TranscriptEvent"]
+
+log = logging.getLogger("ivrscript.call")
+
+# Kinds of transcript events. Commands use their own names (play, collect, forward, hangup).
+RESULT = "result"
+
+
+@dataclass(frozen=True)
+class TranscriptEvent:
+    """One entry of a call's log: ``kind``, human ``details``, wall-clock ``time`` and ``data``."""
+
+    kind: str
+    details: str
+    time: float = field(default_factory=time.time, compare=False)
+    data: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def line(self) -> str:
+        if self.kind == RESULT:
+            return f"  -> {self.details}"
+        if not self.details:
+            return self.kind
+        body = self.details
+        if "\n" in body:  # tracebacks: indent continuation lines under the kind
+            body = body.replace("\n", "\n        ")
+        return f"{self.kind:<7} {body}"
+
+    def __str__(self) -> str:
+        return self.line()
+
+
+class Transcript:
+    """The events of one call in the order they happened; ``str()`` gives one line per event.
+
+    Safe to read from any thread while the call runs; ``subscribe(fn)`` calls ``fn(event)`` for
+    each new event (from the thread that records it: keep it quick).
+    """
+
+    def __init__(self, events: list[TranscriptEvent] | None = None) -> None:
+        self._events: list[TranscriptEvent] = list(events or ())
+        self._lock = threading.Lock()
+        self._subscribers: list[Callable[[TranscriptEvent], Any]] = []
+
+    def add(self, kind: str, details: str = "", **data: Any) -> TranscriptEvent:
+        event = TranscriptEvent(kind, details, time.time(), data)
+        with self._lock:
+            self._events.append(event)
+            subscribers = list(self._subscribers)
+        for fn in subscribers:
+            try:
+                fn(event)
+            except Exception:  # a broken viewer must not break the call
+                log.exception("transcript subscriber %r failed", fn)
+        return event
+
+    def subscribe(self, fn: Callable[[TranscriptEvent], Any]) -> Callable[[], None]:
+        """Call ``fn(event)`` for every new event; returns a function that unsubscribes."""
+        with self._lock:
+            self._subscribers.append(fn)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if fn in self._subscribers:
+                    self._subscribers.remove(fn)
+
+        return unsubscribe
+
+    def _snapshot(self) -> list[TranscriptEvent]:
+        with self._lock:
+            return list(self._events)
+
+    def __iter__(self) -> Iterator[TranscriptEvent]:
+        return iter(self._snapshot())
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def __getitem__(self, index: int) -> TranscriptEvent:
+        return self._snapshot()[index]
+
+    def kinds(self) -> list[str]:
+        return [e.kind for e in self._snapshot()]
+
+    def lines(self) -> list[str]:
+        return [e.line() for e in self._snapshot()]
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+    def __repr__(self) -> str:
+        return f"<Transcript {len(self)} events>"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Transcript):
+            return self.lines() == other.lines()
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class Call:
+    """The script's one argument: who called, the call's ``data`` and its ``transcript``."""
+
+    def __init__(self, session_id: str, *, party_id: str = "", caller_party_id: str = "",
+                 caller: str | None = None, called: str | None = None,
+                 account_id: str | None = None, extension_id: str | None = None) -> None:
+        self.session_id = session_id
+        self.party_id = party_id
+        self.caller_party_id = caller_party_id
+        self.caller = caller
+        self.called = called
+        self.account_id = account_id
+        self.extension_id = extension_id
+        self.data: dict[str, Any] = {}
+        self.transcript = Transcript()
+        self.ended = False
+        self.end_reason: str | None = None
+        self.error: BaseException | None = None  # what the script raised, if it did
+        self.result: Any = None  # what the script returned
+        self.script_name: str = ""
+        self.started = time.time()
+        self._done = threading.Event()
+
+    def _finish(self, reason: str) -> None:
+        if not self.ended:
+            self.ended = True
+            self.end_reason = reason
+        self._done.set()
+
+    def wait_until_ended(self, timeout: float | None = 10.0) -> str | None:
+        """Block until the call has ended and the script is done; returns ``end_reason``."""
+        if not self._done.wait(timeout):
+            from .errors import IvrError
+
+            raise IvrError(f"call {self.session_id} has not ended after {timeout} s")
+        return self.end_reason
+
+    def __repr__(self) -> str:
+        state = f"ended {self.end_reason}" if self.ended else "in progress"
+        return f"<Call {self.session_id} from {_mask(self.caller)} {state}>"
+
+
+def _mask(number: str | None) -> str:
+    """Mask a phone number for logs: keep the last two digits."""
+    if not number:
+        return "?"
+    return "*" * max(len(number) - 2, 0) + number[-2:]

@@ -1,0 +1,629 @@
+"""The call engine: a pure state machine that runs one call's script.
+
+Events go in (the platform's callbacks, and the outcome of each request the engine asked for),
+actions come out (requests to send, timers to set, the end). No sockets, no threads, no clock
+of its own: the app feeds it, replay feeds it from a recording, tests feed it by hand.
+
+Rules it keeps (DESIGN.md):
+- one request in flight at a time, in script order (a prompted collect is play, then collect);
+- a command's result resumes the yield; a failed one raises ``CommandFailed`` there;
+- duplicate, stale and after-exit updates change nothing;
+- when the call ends while the script waits, ``CallEnded(reason)`` is raised at that yield and
+  the script gets no more commands; returning hangs up; raising runs ``on_error``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+import traceback
+import types
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+from .call import RESULT, Call
+from .commands import Collect, Digits, Forward, Hangup, Menu, Play, PlayResult
+from .errors import CallEnded, CommandFailed, PlatformError
+
+__all__ = [
+    "CallEngine",
+    "Media",
+    "Request",
+    "Wait",
+    "Finished",
+    "Update",
+    "CommandError",
+    "Exited",
+    "Sent",
+    "SendFailed",
+    "Resend",
+    "GoneTimeout",
+]
+
+log = logging.getLogger("ivrscript.engine")
+
+MAX_ATTEMPTS = 3  # a request answered 429/503 is sent at most this many times
+GONE_WAIT = 1.0  # seconds to wait for on-call-exit after a 404 before ending the call
+MAX_BAD_YIELDS = 20  # a script that keeps yielding junk after TypeError is stopped
+
+
+# -- what the engine asks for (actions) ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Media:
+    """A resolved prompt: the URI the platform fetches and, if known, its length in seconds."""
+
+    uri: str
+    seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class Request:
+    """Send one request to the platform; answer with :class:`Sent` or :class:`SendFailed`.
+
+    ``op`` is ``play``, ``collect``, ``cancel``, ``forward`` or ``drop``; ``args`` are the
+    client method's keyword arguments (session and party ids included).
+    """
+
+    token: int
+    op: str
+    args: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Feed ``event`` back after ``seconds`` (a retry, or the wait for on-call-exit)."""
+
+    seconds: float
+    event: Any
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The call is over and the script is done; ``reason`` is the call's end reason."""
+
+    reason: str
+
+
+# -- what the engine is told (events) --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Update:
+    """An on-command-update callback."""
+
+    command: str
+    status: str
+    command_id: str | None = None
+    digits: str | None = None
+    received_at: float | None = None
+
+
+@dataclass(frozen=True)
+class CommandError:
+    """An on-command-error callback: the pending command failed."""
+
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Exited:
+    """An on-call-exit callback: the call ended or left the app."""
+
+    received_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Sent:
+    """The request ``token`` was accepted; ``command_id`` if the platform gave one."""
+
+    token: int
+    command_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SendFailed:
+    """The request ``token`` failed. ``retry_after`` set: it was not executed, try again."""
+
+    token: int
+    error: BaseException
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True)
+class Resend:
+    """Time to send request ``token`` again (after a Retry-After)."""
+
+    token: int
+
+
+@dataclass(frozen=True)
+class GoneTimeout:
+    """The wait for on-call-exit after a 404 is over."""
+
+
+Action = Request | Wait | Finished
+MediaResolver = Callable[[str], Media]
+
+
+def _default_resolver(ref: str) -> Media:
+    return Media(ref, None)
+
+
+def _status_word(status: str) -> str:
+    return status
+
+
+@dataclass
+class _Outgoing:
+    token: int
+    op: str
+    args: dict[str, Any]
+    attempts: int = 0
+    purpose: str = "command"  # command | prompt | cancel | end
+
+
+@dataclass
+class _PendingCollect:
+    sent_at: float
+    timeout: float  # seconds as sent to the platform
+    command_id: str | None = None
+    sent: bool = False
+
+
+class CallEngine:
+    """Runs one call's script. Feed it events with :meth:`handle`; do what it returns.
+
+    ``resolve_media`` turns a media reference into a :class:`Media` (raising CommandFailed for a
+    missing file); ``on_error`` is the command run when the script raises; ``time_scale`` is the
+    platform's clock relative to real time (1/speed on the simulator; 0 disables timing checks,
+    as in replay).
+    """
+
+    def __init__(self, script: Callable[[Call], Any], call: Call, *,
+                 resolve_media: MediaResolver = _default_resolver,
+                 on_error: Play | Forward | Hangup | None = None,
+                 clock: Callable[[], float] = time.monotonic, time_scale: float = 1.0) -> None:
+        self.script = script
+        self.call = call
+        self.resolve_media = resolve_media
+        self.on_error = on_error if on_error is not None else Hangup()
+        self.clock = clock
+        self.time_scale = time_scale
+        self._stack: list[Generator[Any, Any, Any]] = []
+        self._waiting: Play | Collect | Forward | Hangup | None = None  # the yielded command
+        self._out: _Outgoing | None = None  # the request in flight or waiting to be retried
+        self._next_token = 0
+        self._play_id: str | None = None  # the awaited play's command id
+        self._prompt_id: str | None = None  # a prompted collect's barge-in play
+        self._prompt_open = False
+        self._collect: _PendingCollect | None = None
+        self._queued_collect: dict[str, Any] | None = None  # collect waiting for its prompt
+        self._phase = "new"  # new | running | ending | done
+        self._end_reason: str | None = None
+        self._gone = False
+        self._seen: set[tuple[Any, ...]] = set()
+        self._bad_yields = 0
+        self._in_on_error = False
+
+    # -- public ------------------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        return self._phase == "done"
+
+    def start(self) -> list[Action]:
+        """The call entered: record it and run the script to its first command."""
+        if self._phase != "new":
+            return []
+        self._phase = "running"
+        c = self.call
+        self.call.transcript.add("enter", f"from {c.caller or '?'} to {c.called or '?'}",
+                                 session_id=c.session_id)
+        try:
+            gen = self.script(c)
+        except Exception as exc:
+            return self._script_failed(exc)
+        if not inspect.isgenerator(gen):
+            return self._script_failed(TypeError(
+                f"script {getattr(self.script, '__name__', self.script)!r} returned "
+                f"{type(gen).__name__}, not a generator: use 'yield' to issue commands"))
+        self._stack.append(gen)
+        return self._step(None, None)
+
+    def handle(self, event: Any) -> list[Action]:
+        """Apply one event; returns the actions to carry out, in order."""
+        if self._phase in ("new", "done"):
+            return []
+        if isinstance(event, Sent):
+            return self._on_sent(event)
+        if isinstance(event, SendFailed):
+            return self._on_send_failed(event)
+        if isinstance(event, Resend):
+            if self._out is not None and self._out.token == event.token:
+                return [self._emit(self._out)]
+            return []
+        if isinstance(event, Update):
+            return self._on_update(event)
+        if isinstance(event, CommandError):
+            return self._on_command_error(event)
+        if isinstance(event, Exited):
+            return self._on_exit()
+        if isinstance(event, GoneTimeout):
+            return self._on_exit() if self._gone else []
+        raise TypeError(f"unknown engine event {event!r}")
+
+    # -- running the script ------------------------------------------------------------------
+
+    def _step(self, value: Any, exc: BaseException | None) -> list[Action]:
+        """Resume the script with a value or an exception until it yields a command or ends."""
+        while self._stack:
+            gen = self._stack[-1]
+            try:
+                yielded = gen.throw(exc) if exc is not None else gen.send(value)
+            except StopIteration as stop:
+                self._stack.pop()
+                value, exc = stop.value, None
+                if not self._stack:
+                    return self._script_returned(value)
+                continue
+            except BaseException as error:  # noqa: BLE001 - the script's failure is data here
+                self._stack.pop()
+                if self._stack:
+                    value, exc = None, error
+                    continue
+                if isinstance(error, CallEnded) and self.call.ended:
+                    return self._finish()
+                if not isinstance(error, Exception):
+                    raise  # KeyboardInterrupt / SystemExit are not the script's business
+                return self._script_failed(error)
+            value, exc = None, None
+            if self.call.ended:
+                # The script caught CallEnded and tried to go on: it gets no more commands.
+                self._close_stack()
+                return self._finish()
+            if isinstance(yielded, Menu):
+                self._stack.append(yielded.run())
+                continue
+            if isinstance(yielded, types.GeneratorType):
+                self._stack.append(yielded)
+                continue
+            if isinstance(yielded, Play | Collect | Forward | Hangup):
+                self._bad_yields = 0
+                return self._issue(yielded)
+            self._bad_yields += 1
+            if self._bad_yields > MAX_BAD_YIELDS:
+                self._close_stack()
+                return self._script_failed(TypeError("script kept yielding non-commands"))
+            exc = TypeError(_bad_yield_message(yielded))
+        return self._finish()
+
+    def _close_stack(self) -> None:
+        while self._stack:
+            gen = self._stack.pop()
+            try:
+                gen.close()
+            except Exception:
+                log.exception("closing the script of call %s failed", self.call.session_id)
+
+    def _issue(self, command: Play | Collect | Forward | Hangup) -> list[Action]:
+        c = self.call
+        self._waiting = command
+        c.transcript.add(_kind(command), command.describe(), command=command)
+        session = c.session_id
+        if isinstance(command, Play):
+            try:
+                media = [self.resolve_media(m) for m in command.media]
+            except CommandFailed as error:
+                return self._fail_waiting(error)
+            self._play_id = None
+            return [self._request("play", dict(
+                session_id=session, party_id=c.caller_party_id, uris=[m.uri for m in media],
+                interrupt_by_dtmf=command.interrupt_by_dtmf, repeat=command.repeat))]
+        if isinstance(command, Collect):
+            try:
+                prompt = [self.resolve_media(m) for m in command.prompt]
+            except CommandFailed as error:
+                return self._fail_waiting(error)
+            extra = sum(m.seconds or 0.0 for m in prompt)
+            timeout = command.timeout + extra
+            collect_args = dict(
+                session_id=session, party_id=c.caller_party_id, patterns=list(command.patterns),
+                timeout_ms=int(round(timeout * 1000)),
+                inter_digit_timeout_ms=int(round(command.inter_digit_timeout * 1000)),
+                terminator=command.terminator, reset_input=command.reset_input)
+            self._collect = _PendingCollect(sent_at=self.clock(), timeout=timeout)
+            if prompt:
+                self._queued_collect = collect_args
+                self._prompt_id = None
+                self._prompt_open = True
+                return [self._request("play", dict(
+                    session_id=session, party_id=c.caller_party_id, uris=[m.uri for m in prompt],
+                    interrupt_by_dtmf=True, repeat=1), purpose="prompt")]
+            return [self._request("collect", collect_args)]
+        if isinstance(command, Forward):
+            return [self._request("forward", dict(
+                session_id=session, app_party_id=c.party_id, extension=command.extension,
+                phone_number=command.phone_number))]
+        return [self._request("drop", dict(session_id=session))]
+
+    def _request(self, op: str, args: dict[str, Any], purpose: str = "command") -> Request:
+        self._next_token += 1
+        out = _Outgoing(self._next_token, op, args, purpose=purpose)
+        if purpose != "cancel":
+            self._out = out
+        return self._emit(out)
+
+    def _emit(self, out: _Outgoing) -> Request:
+        out.attempts += 1
+        if out.op == "collect" and self._collect is not None:
+            self._collect.sent_at = self.clock()
+        return Request(out.token, out.op, dict(out.args))
+
+    # -- outcomes of requests ----------------------------------------------------------------
+
+    def _on_sent(self, event: Sent) -> list[Action]:
+        out = self._out
+        if out is None or out.token != event.token:
+            return []  # a cancel, or something already superseded
+        self._out = None
+        if out.purpose == "end":
+            return self._end_call(self._end_reason or "hangup")
+        if out.op == "play" and out.purpose == "prompt":
+            self._prompt_id = event.command_id
+            if self._queued_collect is None:
+                return []
+            args, self._queued_collect = self._queued_collect, None
+            return [self._request("collect", args)]
+        if out.op == "play":
+            self._play_id = event.command_id
+            return []
+        if out.op == "collect":
+            if self._collect is not None:
+                self._collect.sent = True
+                self._collect.command_id = event.command_id
+            return []
+        if out.op == "forward":
+            return self._end_call("forwarded")
+        if out.op == "drop":
+            return self._end_call("hangup")
+        return []
+
+    def _on_send_failed(self, event: SendFailed) -> list[Action]:
+        out = self._out
+        if out is None or out.token != event.token:
+            return []  # a failed cancel changes nothing
+        error = event.error
+        if event.retry_after is not None and out.attempts < MAX_ATTEMPTS:
+            return [Wait(max(event.retry_after, 0.0), Resend(out.token))]
+        self._out = None
+        if isinstance(error, PlatformError) and error.status == 404:
+            # The session is gone: the caller hung up while the request was in flight.
+            if out.purpose == "end":
+                return self._end_call("caller-hangup")
+            self._gone = True
+            return [Wait(GONE_WAIT, GoneTimeout())]
+        if out.purpose == "end":
+            # Hanging up failed: nothing more the app can do for this call.
+            self.call.transcript.add("error", f"hang-up failed: {error}")
+            return self._end_call("hangup")
+        failure = CommandFailed(f"{out.op} failed: {error}", command=self._waiting, cause=error)
+        failure.__cause__ = error
+        return self._fail_waiting(failure)
+
+    def _fail_waiting(self, error: CommandFailed) -> list[Action]:
+        self._reset_waits()
+        self.call.transcript.add(RESULT, f"failed: {error}")
+        return self._step(None, error)
+
+    def _reset_waits(self) -> None:
+        self._waiting = None
+        self._play_id = None
+        self._collect = None
+        self._queued_collect = None
+
+    # -- callbacks ---------------------------------------------------------------------------
+
+    def _on_update(self, u: Update) -> list[Action]:
+        key = (u.command, u.command_id, u.status, u.digits)
+        if u.command_id is not None:
+            if key in self._seen:
+                log.debug("duplicate update ignored: %s", key)
+                return []
+            self._seen.add(key)
+        if self._phase != "running":
+            return []
+        if u.command == "Play":
+            return self._on_play_update(u)
+        if u.command == "Collect":
+            return self._on_collect_update(u)
+        log.info("call %s: update for unknown command %r ignored", self.call.session_id,
+                 u.command)
+        return []
+
+    def _on_play_update(self, u: Update) -> list[Action]:
+        if self._prompt_open and u.command_id is not None and u.command_id == self._prompt_id:
+            self._prompt_open = False
+            if u.status == "Failed":
+                error = CommandFailed(f"the prompt {self._waiting_media()} could not be played",
+                                      command=self._waiting)
+                return self._fail_waiting(error)
+            return []
+        if not isinstance(self._waiting, Play) or self._play_id is None \
+                or u.command_id != self._play_id:
+            log.info("call %s: stale Play update %s %s ignored", self.call.session_id,
+                     u.command_id, u.status)
+            return []
+        command = self._waiting
+        self._waiting = None
+        self._play_id = None
+        if u.status == "Failed":
+            self.call.transcript.add(RESULT, "Failed")
+            error = CommandFailed(f"play of {' '.join(command.media)} failed "
+                                  "(the platform could not fetch or play it)", command=command)
+            return self._step(None, error)
+        self.call.transcript.add(RESULT, u.status, status=u.status)
+        return self._step(PlayResult(u.status, command.media), None)
+
+    def _on_collect_update(self, u: Update) -> list[Action]:
+        pending = self._collect
+        if not isinstance(self._waiting, Collect) or pending is None or not pending.sent:
+            log.info("call %s: stale Collect update %s ignored", self.call.session_id, u.status)
+            return []
+        if pending.command_id is not None or u.command_id is not None:
+            if u.command_id != pending.command_id:
+                log.info("call %s: Collect update for another collect ignored",
+                         self.call.session_id)
+                return []
+        else:
+            arrived = u.received_at
+            if arrived is not None and self.time_scale > 0:
+                if arrived < pending.sent_at:
+                    log.info("call %s: Collect update from before this collect ignored",
+                             self.call.session_id)
+                    return []
+                expected = pending.timeout * self.time_scale
+                if u.status == "Timeout" and arrived - pending.sent_at < expected * 0.5:
+                    log.info("call %s: early Collect Timeout (%.3fs of %.3fs) ignored",
+                             self.call.session_id, arrived - pending.sent_at, expected)
+                    return []
+        self._waiting = None
+        self._collect = None
+        digits = Digits(u.digits or "", u.status)
+        self.call.transcript.add(RESULT, f"{str(digits)!r} {u.status}", digits=str(digits),
+                                 status=u.status)
+        actions: list[Action] = []
+        if self._prompt_open and self._prompt_id is not None:
+            # The caller is done; stop what is left of the prompt (timing-dependent, never
+            # compared in replay).
+            self._prompt_open = False
+            self._next_token += 1
+            actions.append(Request(self._next_token, "cancel", dict(
+                session_id=self.call.session_id, party_id=self.call.caller_party_id,
+                command_id=self._prompt_id)))
+        self._prompt_open = False
+        self._prompt_id = None
+        return actions + self._step(digits, None)
+
+    def _waiting_media(self) -> str:
+        w = self._waiting
+        if isinstance(w, Collect):
+            return " ".join(w.prompt)
+        if isinstance(w, Play):
+            return " ".join(w.media)
+        return ""
+
+    def _on_command_error(self, e: CommandError) -> list[Action]:
+        if self._phase != "running" or self._waiting is None:
+            return []
+        detail = e.payload.get("message") or e.payload.get("errorCode") or "no details"
+        error = CommandFailed(f"the platform reported an error for "
+                              f"{_kind(self._waiting)}: {detail}", command=self._waiting)
+        self._out = None
+        return self._fail_waiting(error)
+
+    def _on_exit(self) -> list[Action]:
+        if self.call.ended:
+            return []
+        if self._phase == "ending":
+            # We were hanging up (script returned or on_error) and the call is gone.
+            self._out = None
+            return self._end_call(self._end_reason or "hangup")
+        self._out = None
+        return self._end_call("caller-hangup")
+
+    # -- ending ------------------------------------------------------------------------------
+
+    def _end_call(self, reason: str) -> list[Action]:
+        """The call is over: record it and raise CallEnded at the script's yield."""
+        c = self.call
+        already = c.ended
+        c.ended = True
+        c.end_reason = c.end_reason or reason
+        if not already:
+            c.transcript.add("exit", reason, reason=reason)
+        self._reset_waits()
+        self._prompt_open = False
+        self._gone = False
+        if self._phase == "running" and self._stack:
+            return self._step(None, CallEnded(reason))
+        return self._finish()
+
+    def _script_returned(self, value: Any) -> list[Action]:
+        if self._in_on_error:
+            if self.call.ended:
+                return self._finish()
+            self.call.transcript.add("hangup", "(on_error)")
+            return self._hang_up("hangup")
+        self.call.result = value
+        if self.call.ended:
+            return self._finish()
+        self.call.transcript.add("hangup", "(script returned)")
+        return self._hang_up("hangup")
+
+    def _script_failed(self, error: BaseException) -> list[Action]:
+        c = self.call
+        if c.error is None:
+            c.error = error
+        self._close_stack()
+        text = "".join(traceback.format_exception(error)).rstrip()
+        log.error("call %s: the script raised %s", c.session_id, text)
+        c.transcript.add("error", text, error=repr(error))
+        if c.ended:
+            return self._finish()
+        command = self.on_error
+        if isinstance(command, Hangup):
+            c.transcript.add("hangup", "(on_error)")
+            return self._hang_up("hangup")
+        # on_error runs as a one-line script; if it fails too, the app hangs up.
+        self._phase = "running"
+        self._in_on_error = True
+        self._stack = [_on_error_flow(command)]
+        self.on_error = Hangup()  # a second failure just hangs up
+        return self._step(None, None)
+
+    def _hang_up(self, reason: str) -> list[Action]:
+        self._phase = "ending"
+        self._end_reason = reason
+        self._waiting = None
+        return [self._request("drop", dict(session_id=self.call.session_id), purpose="end")]
+
+    def _finish(self) -> list[Action]:
+        if self._phase == "done":
+            return []
+        if not self.call.ended:
+            # The script is over but the call is not: hang up so no caller waits in silence.
+            if self._phase != "ending":
+                self.call.transcript.add("hangup", "(script ended)")
+                return self._hang_up("hangup")
+            return []
+        self._phase = "done"
+        self._out = None
+        self._close_stack()
+        self.call._finish(self.call.end_reason or "hangup")
+        return [Finished(self.call.end_reason or "hangup")]
+
+
+def _on_error_flow(command: Play | Forward | Hangup) -> Generator[Any, Any, None]:
+    yield command
+
+
+def _kind(command: Any) -> str:
+    return type(command).__name__.lower()
+
+
+def _bad_yield_message(value: Any) -> str:
+    shown = repr(value)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    hint = ""
+    if callable(value) and getattr(value, "__module__", "").startswith("ivrscript"):
+        hint = f" (did you forget to call it: {getattr(value, '__name__', 'it')}(...)?)"
+    elif inspect.isgeneratorfunction(value):
+        hint = " (a generator function: call it to get a sub-flow, e.g. yield ask_pin(call))"
+    return (f"cannot yield {shown} of type {type(value).__name__}{hint}: yield one of "
+            "ivr.play(...), ivr.collect(...), ivr.forward(...), ivr.hangup(), ivr.menu(...) "
+            "or a generator (a sub-flow)")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +20,6 @@ from typing import Any
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
-from werkzeug.wsgi import wrap_file
 
 from .errors import ConfigError
 
@@ -217,11 +215,9 @@ class CallbackListener:
         if found is None:
             raise NotFound()
         path, ctype = found
-        handle = open(path, "rb")  # noqa: SIM115 - closed by the response
-        response = Response(wrap_file(request.environ, handle), mimetype=ctype,
-                            direct_passthrough=True)
-        response.content_length = os.path.getsize(path)
-        return response
+        with open(path, "rb") as handle:  # prompts are small: no file handle outlives this
+            data = handle.read()
+        return Response(data, mimetype=ctype)
 
 
 def _text(status: int, message: str) -> Response:

@@ -11,8 +11,8 @@ from ivrscript.engine import (
     Exited,
     Finished,
     Request,
-    Sent,
     SendFailed,
+    Sent,
     Update,
     Wait,
 )

@@ -1,0 +1,303 @@
+"""The notebook widgets, headless: the Keypad drives whole simulated calls through its buttons,
+the Dashboard shows calls as they arrive and their transcripts as they grow, and the notebook
+ergonomics (hot-swapping the script, re-running a cell that builds an App on the same port)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import ipywidgets
+import pytest
+
+import ivrscript as ivr
+from ivrscript import App
+from ivrscript.widgets import CallView, Dashboard, Keypad
+
+from .conftest import EXAMPLES
+
+WELCOME = os.path.join(EXAMPLES, "prompts", "welcome.wav")
+ENTER_PIN = os.path.join(EXAMPLES, "prompts", "enter-pin.wav")
+GOODBYE = os.path.join(EXAMPLES, "prompts", "goodbye.wav")
+TIMEOUT = 10.0
+
+
+def until(widget: ipywidgets.Widget, trait: str, predicate: Callable[[Any], bool],
+          what: str, timeout: float = TIMEOUT) -> None:
+    """Wait (on trait changes, no polling) until ``predicate(widget.<trait>)`` holds."""
+    done = threading.Event()
+
+    def check(_change: Any = None) -> None:
+        if predicate(getattr(widget, trait)):
+            done.set()
+
+    widget.observe(check, names=trait)
+    try:
+        check()
+        if not done.wait(timeout):
+            raise AssertionError(f"{what}: not seen within {timeout} s; {trait} is "
+                                 f"{getattr(widget, trait)!r}")
+    finally:
+        widget.unobserve(check, names=trait)
+
+
+def pin_script(call: ivr.Call) -> Any:
+    yield ivr.play(WELCOME)
+    pin = yield ivr.collect("xxxx", timeout=8, prompt=ENTER_PIN)
+    call.data["pin"] = str(pin)
+    yield ivr.collect("x", timeout=8)  # wait here until the caller hangs up
+    yield ivr.play(GOODBYE)
+
+
+def transcript_text(keypad: Keypad) -> str:
+    (view,) = keypad.transcript.children
+    assert isinstance(view, CallView)
+    return view.text.value
+
+
+def test_keypad_buttons_drive_a_whole_call(sim: Any, make_app: Callable[..., Any]) -> None:
+    """Clicking Call places a simulated call, the digit buttons press keys, Hang up hangs up,
+    and the keypad's transcript widget shows all of it."""
+    app = make_app(pin_script)
+    keypad = Keypad(sim, app)
+    assert [keypad.buttons[k].description for k in keypad.buttons] == [
+        "1", "2", "3", "4", "5", "6", "7", "8", "9", "*", "0", "#", "Call", "Hang up"]
+
+    keypad.buttons["Call"].click()
+    phone, call = keypad.phone, keypad.call
+    assert phone is not None and call is not None and call in app.calls
+    phone.wait_until_listening(TIMEOUT)
+    until(keypad.status, "value", lambda v: "listening" in v and "xxxx" in v,
+          "the status line shows the app listening for xxxx")
+    for key in "1234":
+        keypad.buttons[key].click()
+    until(keypad.transcript.children[0].text, "value", lambda v: "&#x27;1234&#x27; Completed" in v,
+          "the transcript shows the PIN collected")
+    phone.wait_until_listening(TIMEOUT)  # the second collect
+    keypad.buttons["Hang up"].click()
+    assert phone.wait_until_ended(TIMEOUT) == "caller-hangup"
+    assert call.wait_until_ended(TIMEOUT) == "caller-hangup"
+    assert call.data["pin"] == "1234"
+    until(keypad.status, "value", lambda v: "Call ended" in v and "caller-hangup" in v,
+          "the status line shows the call ended by the caller")
+    text = transcript_text(keypad)
+    for line in ("enter", "play", "welcome.wav", "collect xxxx", "exit"):
+        assert line in text, f"{line!r} missing from the transcript widget:\n{text}"
+    until(keypad.transcript.children[0].title, "value", lambda v: "ended: caller-hangup" in v,
+          "the transcript's title shows the call ended")
+
+
+def test_keypad_plays_local_wav_prompts_as_audio(sim: Any, make_app: Callable[..., Any]
+                                                 ) -> None:
+    """A local WAV prompt the app plays is put in the keypad's Audio widget, bytes and all."""
+    app = make_app(pin_script)
+    keypad = Keypad(sim, app)
+    keypad.buttons["Call"].click()
+    with open(WELCOME, "rb") as file:
+        welcome = file.read()
+    until(keypad.audio, "value", lambda v: v == welcome, "welcome.wav in the Audio widget")
+    assert keypad.audio.format == "wav"
+    keypad.buttons["Hang up"].click()
+    keypad.phone.wait_until_ended(TIMEOUT)
+
+
+def test_keypad_explains_clicks_without_a_call(sim: Any, make_app: Callable[..., Any]) -> None:
+    """A key or Hang up with no call in progress says what to do instead of raising; Call
+    while a call is in progress says to hang up first and places no second call."""
+    app = make_app(pin_script)
+    keypad = Keypad(sim, app)
+    keypad.buttons["5"].click()
+    assert "press Call first" in keypad.status.value
+    keypad.buttons["Hang up"].click()
+    assert "No call in progress" in keypad.status.value
+    keypad.buttons["Call"].click()
+    first = keypad.phone
+    keypad.buttons["Call"].click()
+    assert keypad.phone is first and len(app.calls) == 1
+    assert "hang up first" in keypad.status.value
+    keypad.buttons["Hang up"].click()
+    first.wait_until_ended(TIMEOUT)
+
+
+def test_keypad_reports_an_app_that_is_not_running(sim: Any) -> None:
+    """Call on a stopped app says so in the status line; nothing is raised into the kernel."""
+    app = App(pin_script, platform=sim)
+    keypad = Keypad(sim, app)
+    keypad.buttons["Call"].click()
+    assert keypad.phone is None
+    assert "Cannot call" in keypad.status.value and "start()" in keypad.status.value
+
+
+def test_assigning_app_script_changes_the_next_call(sim: Any, make_app: Callable[..., Any]
+                                                    ) -> None:
+    """`app.script = main` after redefining main: the next call (placed through the Keypad)
+    runs the new script; the first call ran the old one."""
+    def main(call: ivr.Call) -> Any:
+        yield ivr.play(WELCOME)
+
+    app = make_app(main)
+    keypad = Keypad(sim, app)
+    keypad.buttons["Call"].click()
+    first = keypad.call
+    assert first is not None and first.wait_until_ended(TIMEOUT) == "hangup"
+
+    def main(call: ivr.Call) -> Any:  # noqa: F811 - redefined, as in a notebook cell
+        choice = yield ivr.collect("x", timeout=8)
+        call.data["choice"] = str(choice)
+        yield ivr.play(GOODBYE)
+
+    app.script = main
+    keypad.buttons["Call"].click()
+    second = keypad.call
+    assert second is not None and second is not first
+    keypad.phone.wait_until_listening(TIMEOUT)
+    keypad.buttons["7"].click()
+    assert second.wait_until_ended(TIMEOUT) == "hangup"
+    assert second.data == {"choice": "7"}
+    assert "goodbye.wav" in str(second.transcript)
+    assert "goodbye.wav" not in str(first.transcript) and "collect" not in first.transcript.kinds()
+
+
+def test_dashboard_shows_calls_appearing_and_transcripts_updating(
+        sim: Any, make_app: Callable[..., Any]) -> None:
+    """A Dashboard shows where the app listens and its URLs; a call appears in it when it
+    enters (no polling), and its transcript grows while the call runs."""
+    app = make_app(pin_script)
+    dash = Dashboard(app)
+    assert app.url in dash.header.value
+    for url in app.callback_urls.values():
+        assert url in dash.urls.value
+    assert dash.calls.children == ()
+
+    phone = sim.call(app)
+    (view,) = dash.calls.children  # the enter hook ran before the platform got its 204
+    assert isinstance(view, CallView) and view.call.session_id == phone.session_id
+    until(view.text, "value", lambda v: "collect xxxx" in v, "the collect in the transcript")
+    phone.press("4321")
+    until(view.text, "value", lambda v: "&#x27;4321&#x27; Completed" in v,
+          "the collected digits in the transcript")
+    phone.wait_until_listening(TIMEOUT)
+    phone.hang_up()
+    until(view.title, "value", lambda v: "ended: caller-hangup" in v, "the call ended")
+    until(dash.header, "value", lambda v: "1 calls, 0 in progress" in v, "the header's count")
+
+    second = sim.call(app)
+    assert [v.call.session_id for v in dash.calls.children] == [phone.session_id,
+                                                                second.session_id]
+    second.hang_up()
+    second.wait_until_ended(TIMEOUT)
+    dash.close()
+    assert all(not hasattr(o, "owner") for o in app._observers), "close() detaches"
+
+
+def test_dashboard_shows_every_one_of_many_concurrent_calls(
+        sim: Any, make_app: Callable[..., Any]) -> None:
+    """Calls entering at the same time on different listener threads each get their view
+    (no update lost to a race), and each view ends up showing its own call's transcript."""
+    app = make_app(pin_script)
+    dash = Dashboard(app, max_calls=50)
+    phones: list[Any] = []
+    start = threading.Barrier(12)
+
+    def ring() -> None:
+        start.wait(TIMEOUT)
+        phones.append(sim.call(app))
+
+    threads = [threading.Thread(target=ring) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT)
+    assert len(phones) == 12
+    shown = {view.call.session_id: view for view in dash.calls.children}
+    assert set(shown) == {phone.session_id for phone in phones}
+    for phone in phones:
+        phone.hang_up()
+    for call in app.calls:
+        call.wait_until_ended(TIMEOUT)
+        until(shown[call.session_id].text, "value", lambda v: "exit    caller-hangup" in v,
+              f"the end of call {call.session_id}")
+        assert shown[call.session_id].text.value.count("enter   from") == 1
+
+
+def test_dashboard_keeps_the_last_calls_only(sim: Any, make_app: Callable[..., Any]) -> None:
+    """With more calls than max_calls the dashboard shows the newest and says so."""
+    def main(call: ivr.Call) -> Any:
+        yield ivr.play(WELCOME)
+
+    app = make_app(main)
+    dash = Dashboard(app, max_calls=2)
+    phones = [sim.call(app) for _ in range(3)]
+    assert [v.call.session_id for v in dash.calls.children] == [p.session_id
+                                                                for p in phones[1:]]
+    for phone in phones:
+        phone.wait_until_ended(TIMEOUT)
+    for call in app.calls:
+        call.wait_until_ended(TIMEOUT)
+    until(dash.header, "value", lambda v: "showing the last 2" in v and "0 in progress" in v,
+          "the header")
+
+
+@pytest.fixture
+def default_log_levels() -> Iterator[None]:
+    """ivrscript's loggers at their defaults (another test, e.g. an in-process CLI run, may
+    have turned them down), restored afterwards."""
+    loggers = [logging.getLogger(name) for name in ("ivrscript", "ivrscript.engine")]
+    saved = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.NOTSET)
+    yield
+    for logger, level in zip(loggers, saved, strict=True):
+        logger.setLevel(level)
+
+
+@pytest.mark.usefixtures("default_log_levels")
+def test_dashboard_shows_ivrscript_warnings_from_background_threads(
+        sim: Any, make_app: Callable[..., Any]) -> None:
+    """A script that raises is logged from a worker thread; a live dashboard shows the error
+    in its log line (instead of stderr, which lands in a random notebook cell)."""
+    def main(call: ivr.Call) -> Any:
+        yield ivr.play(WELCOME)
+        raise KeyError("no such customer")
+
+    app = make_app(main)
+    dash = Dashboard(app)
+    phone = sim.call(app)
+    until(dash.log_line, "value", lambda v: "no such customer" in v, "the error in the log line")
+    phone.wait_until_ended(TIMEOUT)
+    (view,) = dash.calls.children
+    until(view.text, "value", lambda v: "KeyError" in v, "the traceback in the transcript")
+
+
+def test_app_displays_as_a_dashboard(sim: Any, make_app: Callable[..., Any]) -> None:
+    """An App as a cell's last value renders as a Dashboard widget, with its repr as text."""
+    app = make_app(pin_script)
+    bundle = app._repr_mimebundle_()
+    assert bundle["text/plain"] == repr(app)
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    model_id = bundle["application/vnd.jupyter.widget-view+json"]["model_id"]
+    shown = ipywidgets.widget_serialization["from_json"](f"IPY_MODEL_{model_id}", None)
+    assert isinstance(shown, Dashboard) and shown.app is app
+    shown.close()
+
+
+def test_a_new_app_on_a_port_an_older_app_holds_stops_it_with_a_notice(
+        sim: Any, make_app: Callable[..., Any], capsys: pytest.CaptureFixture[str]) -> None:
+    """Re-running a cell that builds an App on the same port stops the earlier App, prints
+    one line saying so, and the new App serves calls there."""
+    def main(call: ivr.Call) -> Any:
+        yield ivr.play(WELCOME)
+
+    old = make_app(main)
+    port = old.port
+    new = make_app(main, port=port)
+    out = capsys.readouterr().out
+    assert out.strip() == (f"ivrscript: stopped the earlier App on 127.0.0.1:{port} to start "
+                           "this one")
+    assert not old.running and new.running and new.port == port
+    phone = sim.call(new)
+    assert phone.wait_until_ended(TIMEOUT) == "hangup"
+    assert len(new.calls) == 1 and old.calls == []

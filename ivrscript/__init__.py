@@ -13,6 +13,7 @@ in a notebook, or replay a recorded call in pytest.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from .call import Call, Transcript, TranscriptEvent
@@ -46,6 +47,11 @@ if TYPE_CHECKING:
     from .simulator import Phone, Simulator
 
 __version__ = "0.1.0"
+
+# A library configures no output of its own: without this, Python's last-resort handler prints
+# warnings from the app's and simulator's background threads into whichever notebook cell ran
+# last. The CLI and the notebook widgets show them; elsewhere, configure logging to see them.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     # commands and results

@@ -19,6 +19,7 @@ from typing import Any
 from .call import Call, _mask
 from .commands import Forward, Hangup, Play
 from .engine import (
+    Abort,
     CallEngine,
     CommandError,
     Exited,
@@ -68,7 +69,8 @@ class App:
     def __init__(self, script: Callable[[Call], Any], *, platform: Any, host: str = "127.0.0.1",
                  port: int = 0, public_url: str | None = None, tunnel: Any = None,
                  record: Any = None, on_error: Play | Forward | Hangup | None = None,
-                 secret: str | None = None, workers: int = 16) -> None:
+                 secret: str | None = None, workers: int = 16,
+                 record_numbers: bool = True) -> None:
         check_script(script)
         if on_error is not None and not isinstance(on_error, Play | Forward | Hangup):
             raise ValueError("on_error must be a command: ivr.hangup(), ivr.forward(...) or "
@@ -81,6 +83,7 @@ class App:
         self._public_url = public_url.rstrip("/") if public_url else None
         self.tunnel = tunnel
         self.record = record
+        self.record_numbers = record_numbers  # False: cassettes mask phone numbers
         self.on_error = on_error
         self.secret = secret or secrets.token_urlsafe(24)
         if len(self.secret) < 22:
@@ -142,7 +145,7 @@ class App:
             if self.record:
                 from .recorder import Recorder
 
-                self._recorder = Recorder(self, self.record)
+                self._recorder = Recorder(self, self.record, numbers=self.record_numbers)
                 self._observers.append(self._recorder)
             connect = getattr(self.platform, "connect", None)
             if callable(connect):  # the simulator: RingOut needs to know where we are
@@ -261,23 +264,36 @@ class App:
                                    f"{self.callback_urls['on-call-enter']}?)")
                 self._entered.wait(left)
 
+    def end_calls(self, reason: str = "the app was interrupted", *,
+                  timeout: float = 5.0) -> list[Call]:
+        """End every call in progress through ``on_error`` (default: hang up), as if each
+        script had raised ``IvrError(reason)``: its ``finally`` runs and the caller is not left
+        in silence. Waits up to ``timeout`` seconds in all; returns the calls it ended."""
+        with self._lock:
+            runners = list(self._runners.values())
+        for runner in runners:
+            self._deliver(runner.call.session_id, Abort(IvrError(reason)))
+        deadline = time.monotonic() + timeout
+        for runner in runners:
+            try:
+                runner.call.wait_until_ended(max(0.0, deadline - time.monotonic()))
+            except IvrError:
+                log.warning("call %s did not end within %s s", runner.call.session_id, timeout)
+        return [runner.call for runner in runners]
+
     # -- callbacks (listener threads: be quick) ----------------------------------------------
 
     def _on_callback(self, kind: str, body: dict[str, Any], received: float) -> None:
         session_id = body["sessionId"]
         for observer in self._observers:
-            observer.callback(kind, body)
+            try:
+                observer.callback(kind, body)
+            except Exception:  # a broken recorder or viewer must not lose the call's event
+                log.exception("observer %r failed on %s for call %s", observer, kind, session_id)
         if kind == "on-call-enter":
             self._on_enter(body)
             return
-        if kind == "on-command-update":
-            params = body.get("parameters") or {}
-            event: Any = Update(body["command"], body["status"], body.get("commandId"),
-                                params.get("digits"), received)
-        elif kind == "on-call-exit":
-            event = Exited(received)
-        else:
-            event = CommandError(body)
+        event = callback_event(kind, body, received)
         if not self._deliver(session_id, event):
             if session_id in self._ended_sessions:
                 log.debug("%s for ended session %s ignored", kind, session_id)
@@ -286,12 +302,7 @@ class App:
 
     def _on_enter(self, body: dict[str, Any]) -> None:
         session_id = body["sessionId"]
-        party = body["inParty"]
-        call = Call(session_id, party_id=body["partyId"], caller_party_id=party["id"],
-                    caller=(party.get("from") or {}).get("phoneNumber"),
-                    called=(party.get("to") or {}).get("phoneNumber"),
-                    account_id=_opt_str(body.get("accountId")),
-                    extension_id=_opt_str(body.get("extensionId")))
+        call = call_from_enter(body)
         script = self._script
         call.script_name = getattr(script, "__qualname__", repr(script))
         engine = CallEngine(script, call, resolve_media=self._media.resolve,
@@ -304,6 +315,13 @@ class App:
             self.calls.append(call)
             self._entered.notify_all()
         log.info("call %s entered from %s", session_id, _mask(call.caller))
+        for observer in list(self._observers):  # optional hook: e.g. a dashboard shows the call
+            entered = getattr(observer, "entered", None)
+            if entered is not None:
+                try:
+                    entered(call)
+                except Exception:
+                    log.exception("observer %r failed for call %s", observer, session_id)
         self._deliver(session_id, _START)
 
     def _deliver(self, session_id: str, event: Any) -> bool:
@@ -362,7 +380,11 @@ class App:
                 self._finished(runner)
 
     def _send(self, request: Request) -> Sent | SendFailed:
-        client = self.client
+        return self.send_with(self.client, request)
+
+    @staticmethod
+    def send_with(client: Any, request: Request) -> Sent | SendFailed:
+        """Send one engine request through ``client``; the outcome to feed back (replay too)."""
         args = request.args
         try:
             if request.op == "play":
@@ -404,9 +426,39 @@ class App:
             except Exception:
                 log.exception("observer %r failed for call %s", observer, call.session_id)
 
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """In a notebook an App shows as a live :class:`ivrscript.widgets.Dashboard`; without
+        ipywidgets, as its text."""
+        try:
+            from .widgets import Dashboard
+        except ImportError:
+            return {"text/plain": repr(self)}
+        return Dashboard(self)._repr_mimebundle_(include=include, exclude=exclude)
+
     def __repr__(self) -> str:
         where = self.url if self.running else "stopped"
         return f"<App {getattr(self._script, '__name__', '?')} {where}, {len(self.calls)} calls>"
+
+
+def call_from_enter(body: dict[str, Any]) -> Call:
+    """The :class:`Call` an on-call-enter body describes (the app and replay use it)."""
+    party = body["inParty"]
+    return Call(body["sessionId"], party_id=body["partyId"], caller_party_id=party["id"],
+                caller=(party.get("from") or {}).get("phoneNumber"),
+                called=(party.get("to") or {}).get("phoneNumber"),
+                account_id=_opt_str(body.get("accountId")),
+                extension_id=_opt_str(body.get("extensionId")))
+
+
+def callback_event(kind: str, body: dict[str, Any], received: float | None) -> Any:
+    """The engine event for a callback other than on-call-enter."""
+    if kind == "on-command-update":
+        params = body.get("parameters") or {}
+        return Update(body["command"], body["status"], body.get("commandId"),
+                      params.get("digits"), received)
+    if kind == "on-call-exit":
+        return Exited(received)
+    return CommandError(body)
 
 
 def _opt_str(value: Any) -> str | None:
@@ -417,11 +469,15 @@ def _client_for(platform: Any) -> tuple[Any, float]:
     """The REST client for ``platform`` and the platform's clock relative to real time."""
     if isinstance(platform, RingCentral):
         return platform, 1.0
-    url = getattr(platform, "url", None)
-    token = getattr(platform, "token", None)
+    try:
+        url = getattr(platform, "url", None)
+        token = getattr(platform, "token", None)
+    except RuntimeError as error:  # a simulator that was not started says so
+        raise ConfigError(str(error)) from None
     if url and token:  # the simulator (or anything that plays it)
         speed = float(getattr(platform, "speed", 1.0) or 1.0)
-        return RingCentral(server_url=url, token=token), 1.0 / speed
+        # "201": the extension Simulator.connect() registers an app under, for dial().
+        return RingCentral(server_url=url, token=token, extension_number="201"), 1.0 / speed
     if platform is None:
         raise ConfigError("App needs platform=: a RingCentral client (RingCentral.from_env()) "
                           "or a Simulator()")

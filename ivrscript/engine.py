@@ -40,6 +40,7 @@ __all__ = [
     "SendFailed",
     "Resend",
     "GoneTimeout",
+    "Abort",
 ]
 
 log = logging.getLogger("ivrscript.engine")
@@ -143,6 +144,14 @@ class Resend:
 @dataclass(frozen=True)
 class GoneTimeout:
     """The wait for on-call-exit after a 404 is over."""
+
+
+@dataclass(frozen=True)
+class Abort:
+    """Stop the script from outside (Ctrl-C, shutdown): it is closed (its ``finally`` runs),
+    ``error`` is recorded as its failure and ``on_error`` ends the call."""
+
+    error: BaseException
 
 
 Action = Request | Wait | Finished
@@ -254,6 +263,14 @@ class CallEngine:
             return self._on_exit()
         if isinstance(event, GoneTimeout):
             return self._on_exit() if self._gone else []
+        if isinstance(event, Abort):
+            if self._phase != "running" or self.call.ended:
+                return []
+            self._out = None
+            self._reset_waits()
+            self._prompt_open = False
+            self._close_stack()
+            return self._script_failed(event.error)
         raise TypeError(f"unknown engine event {event!r}")
 
     # -- running the script ------------------------------------------------------------------
@@ -277,8 +294,10 @@ class CallEngine:
                     continue
                 if isinstance(error, CallEnded) and self.call.ended:
                     return self._finish()
-                if not isinstance(error, Exception):
-                    raise  # KeyboardInterrupt / SystemExit are not the script's business
+                if isinstance(error, KeyboardInterrupt):
+                    raise  # Ctrl-C is not the script's failure
+                # Anything else, SystemExit (exit() in a script) included, is: a worker that
+                # let it escape would leave the caller in silence.
                 return self._script_failed(error)
             value, exc = None, None
             if self.call.ended:

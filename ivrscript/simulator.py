@@ -87,6 +87,7 @@ Fault injection (shares in [0, 1])
   * ``duplicate_callbacks``: the share of callbacks delivered twice (never on-call-enter;
     Collect updates only with ``collect_ids=True``). ``late_callbacks``: the share held back a
     random 0-200 ms, so later callbacks can overtake them (never on-call-enter).
+  * ``sim.faults_injected`` counts the faults injected so far, by those four names.
 """
 
 from __future__ import annotations
@@ -728,7 +729,13 @@ class Simulator:
         self.token_ttl = float(token_ttl)
         self.phones: list[Phone] = []
         self.requests_log: list[RestRecord] = []
+        # Set to a list to log (sessionId, callback kind, time.monotonic()) as each callback is
+        # sent (the benchmarks measure the app's reaction time from it); None: not logged.
+        self.callback_log: list[tuple[str, str, float]] | None = None
         self.token_grants = 0
+        # How many faults were injected, by kind (the names of the shares above).
+        self.faults_injected = dict.fromkeys(("duplicate_callbacks", "late_callbacks",
+                                              "rate_limited", "unavailable"), 0)
 
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
@@ -962,6 +969,9 @@ class Simulator:
                 copies = 2
         if self.late_callbacks > 0 and rng.random() < self.late_callbacks:
             delay = rng.uniform(0.0, _LATE_MAX)
+        with self._lock:
+            self.faults_injected["duplicate_callbacks"] += copies - 1
+            self.faults_injected["late_callbacks"] += delay > 0
 
         def submit() -> None:
             for _ in range(copies):
@@ -976,6 +986,9 @@ class Simulator:
         http = self._http
         if http is None:
             return None, "the simulator is not running"
+        sent_log = self.callback_log
+        if sent_log is not None:
+            sent_log.append((item.body["sessionId"], item.kind, time.monotonic()))
         try:
             response = http.post(item.url, json=item.body, timeout=_CALLBACK_TIMEOUT)
         except requests.RequestException as exc:
@@ -1351,6 +1364,8 @@ class Simulator:
                 else:
                     fault = None
                 if fault is not None:
+                    self.faults_injected["rate_limited" if fault.status == 429
+                                         else "unavailable"] += 1
                     self._event(phone, "rejected", f"{fault.status} {fault.code} (injected)")
                     raise fault
             return phone
@@ -1592,3 +1607,11 @@ class Simulator:
                 self._event(phone, "hangup", "the ring-out was canceled")
                 self._end(phone, "hangup")
         return Response(status=204)
+
+
+if __name__ == "__main__":  # python -m ivrscript.simulator: the standalone simulator
+    import sys
+
+    from .simserver import main as _main
+
+    sys.exit(_main())

@@ -89,8 +89,10 @@ def open_tunnel(spec: Any, local_url: str, *, domain: str | None = None,
     except concurrent.futures.TimeoutError:
         raise ConfigError(f"ngrok did not open a tunnel within {timeout:.0f} s: check the "
                           "network and NGROK_AUTHTOKEN, or use --public-url") from None
-    except Exception as error:
-        raise ConfigError(f"ngrok could not open a tunnel: {error}") from None
+    except Exception as error:  # the SDK's errors carry their reasons as args
+        detail = ": ".join(str(arg) for arg in error.args) or type(error).__name__
+        raise ConfigError(f"ngrok could not open a tunnel ({detail}): check the network and "
+                          "NGROK_AUTHTOKEN, or use --public-url") from None
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     url = listener.url() if callable(getattr(listener, "url", None)) else str(listener.url)

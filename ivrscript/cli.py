@@ -1,0 +1,607 @@
+"""``python -m ivrscript SCRIPT.py[:function]``: run a call script from the terminal.
+
+Simulator mode (the default without RingCentral credentials, or ``--sim``): the built-in
+simulator plays the platform and the terminal is the phone. Live mode (``--live``, or
+credentials in the environment): the listener behind an ngrok tunnel (or ``--public-url``),
+printing the callback URLs to configure and each call's transcript as it happens.
+
+Every user mistake is one sentence on stderr and exit status 2; Ctrl-C ends the calls in
+progress through ``on_error`` (the app hangs up), closes the tunnel, prints a summary and exits
+with status 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import errno
+import os
+import queue
+import signal
+import socket
+import sys
+import threading
+import warnings
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import Any, TextIO
+
+from .call import Call, TranscriptEvent
+from .errors import ConfigError, IvrError, ReplayMismatch
+from .loader import NotYieldedWarning, load_script_file
+
+__all__ = ["main", "build_parser", "check_port_free"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+KEYS = frozenset("0123456789*#")
+INTERRUPTED = "interrupted from the terminal (Ctrl-C)"
+
+_EPILOG = """\
+modes:
+  simulator  the default when no RingCentral credentials are set (or --sim): the terminal is
+             the phone. Type keys and Enter when the app listens (a line typed earlier waits
+             for the next collect); 'h' hangs up. Piped input works: at its end the call is
+             hung up the next time the app listens, and the transcript is printed.
+  live       --live, or RINGCENTRAL_TOKEN (or RINGCENTRAL_CLIENT_ID, RINGCENTRAL_CLIENT_SECRET
+             and RINGCENTRAL_JWT) set: serves the callbacks behind an ngrok tunnel
+             (NGROK_AUTHTOKEN) or --public-url, prints the four callback URLs to configure and
+             each call's transcript. The secret in those URLs is kept across restarts
+             (IVRSCRIPT_SECRET, else ~/.config/ivrscript/secret).
+
+examples:
+  echo 1234 | python -m ivrscript examples/pin.py
+  python -m ivrscript examples/support_menu.py --speed 5
+  python -m ivrscript examples/pin.py --live --domain my-app.ngrok.app
+  python -m ivrscript examples/pin.py --live --call +15550123
+  python -m ivrscript examples/pin.py --replay recordings/call.yaml
+  python -m ivrscript.simulator     # a fake RingCentral to point live mode at (see README)
+
+exit status: 0 done, 1 replay mismatch (or, on the simulator, a failed --call), 2 bad
+input or set-up, 130 interrupted (Ctrl-C or SIGTERM).
+"""
+
+
+class _Usage(Exception):
+    """A user mistake found by the CLI itself: one sentence, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m ivrscript",
+        description="Run a call script: on the built-in simulator with the terminal as the "
+                    "phone, or live on RingCentral behind a tunnel.",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("script", metavar="SCRIPT.py[:function]",
+                        help="the file and the generator function to run (default: main)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--sim", action="store_true",
+                      help="run on the built-in simulator even if credentials are set")
+    mode.add_argument("--live", action="store_true",
+                      help="run on RingCentral (credentials from RINGCENTRAL_* variables)")
+    parser.add_argument("--speed", type=_positive_float, default=1.0, metavar="S",
+                        help="simulator speed factor: 10 plays and times out 10 times faster "
+                             "(default 1, real time)")
+    parser.add_argument("--call", metavar="NUMBER",
+                        help="place an outbound call to NUMBER by RingOut (live mode needs "
+                             "RINGCENTRAL_EXTENSION_NUMBER, the app's extension)")
+    parser.add_argument("--public-url", metavar="URL",
+                        help="live mode: the public base URL that reaches --host/--port; no "
+                             "tunnel is opened")
+    parser.add_argument("--domain", metavar="DOMAIN",
+                        help="live mode: a fixed ngrok domain (so callback URLs stay the same)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="the listener's address (default 127.0.0.1)")
+    parser.add_argument("--port", type=_port, default=0,
+                        help="the listener's port (default 0: any free port)")
+    parser.add_argument("--record", metavar="DIR",
+                        help="write a cassette per finished call into DIR")
+    parser.add_argument("--replay", metavar="CASSETTE",
+                        help="re-run the script against a recorded call and print its "
+                             "transcript, or the mismatch (exit 1)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log what the app does (INFO) on stderr")
+    return parser
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0-65535, got {value}")
+    return value
+
+
+# -- entry point -----------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
+         stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    args = build_parser().parse_args(argv)
+    unlog = _configure_logging(args.verbose, err)
+    restore = _sigterm_as_interrupt()
+    try:
+        return _run(args, stdin or sys.stdin, out, err)
+    except (ConfigError, _Usage) as error:
+        print(f"ivrscript: {error}", file=err, flush=True)
+        return EXIT_USAGE
+    except KeyboardInterrupt:  # before any call: nothing to end
+        print("ivrscript: interrupted", file=err, flush=True)
+        return EXIT_INTERRUPTED
+    finally:
+        restore()
+        unlog()
+
+
+def _run(args: argparse.Namespace, stdin: TextIO, out: TextIO, err: TextIO) -> int:
+    script = _load(args.script, err)
+    if args.replay:
+        return _replay(args.replay, script, out, err)
+    from .ringcentral import RingCentral
+
+    live = args.live or (not args.sim and RingCentral.credentials_in_env())
+    if not live:
+        for flag, value in (("--public-url", args.public_url), ("--domain", args.domain)):
+            if value:
+                raise _Usage(f"{flag} is for live mode: add --live (and RingCentral "
+                             "credentials)")
+    if args.domain and args.public_url:
+        raise _Usage("--domain names the ngrok tunnel's domain, and --public-url opens no "
+                     "tunnel: give one of them")
+    if args.record:
+        _check_recording()
+    check_port_free(args.host, args.port)
+    if live:
+        return _LiveMode(args, script, out, err).run()
+    return _SimulatorMode(args, script, stdin, out, err).run()
+
+
+def _configure_logging(verbose: bool, err: TextIO) -> Callable[[], None]:
+    """Log ivrscript's warnings (INFO with -v) as one line each on ``err``; returns the undo
+    (main() may run inside another program, a test for one)."""
+    import logging
+
+    logger = logging.getLogger("ivrscript")
+    engine = logging.getLogger("ivrscript.engine")
+    saved = (logger.level, logger.propagate, engine.level)
+    handler = logging.StreamHandler(err)
+    handler.setFormatter(logging.Formatter("ivrscript: %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    logger.propagate = False
+    # A script's traceback is in the transcript the terminal prints; no second copy.
+    engine.setLevel(logging.INFO if verbose else logging.CRITICAL)
+
+    def undo() -> None:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+        engine.setLevel(saved[2])
+
+    return undo
+
+
+def _sigterm_as_interrupt() -> Callable[[], None]:
+    """Treat SIGTERM like Ctrl-C (calls end through on_error); returns the undo."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+def _load(spec: str, err: TextIO) -> Any:
+    """Load and check the script; print warnings (unyielded commands) as readable lines."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        script, _module = load_script_file(spec)
+    for warning in caught:
+        if issubclass(warning.category, NotYieldedWarning):
+            print(f"warning: {warning.message}", file=err, flush=True)
+        else:
+            print(f"warning: {warning.filename}:{warning.lineno}: {warning.message}", file=err,
+                  flush=True)
+    return script
+
+
+def _make_app(script: Any, **kwargs: Any) -> Any:
+    from .app import App
+
+    with warnings.catch_warnings():  # already reported by _load
+        warnings.simplefilter("ignore", NotYieldedWarning)
+        return App(script, **kwargs)
+
+
+def _start(app: Any) -> None:
+    try:
+        app.start()
+    except ImportError as error:  # --record without vcrpy, say
+        app.stop()
+        raise ConfigError(f"recording needs an optional package ({error.name or error}): "
+                          "pip install 'ivrscript[record]'") from None
+
+
+def _check_recording() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("ivrscript.recorder") is None:
+        raise ConfigError("recording is not available in this install (no "
+                          "ivrscript.recorder): --record cannot be used")
+
+
+def check_port_free(host: str, port: int) -> None:
+    """A taken port is one sentence here (werkzeug would print its own lines and exit)."""
+    if not port:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise ConfigError(f"port {port} on {host} is already in use: stop the program "
+                                  "using it, or choose another --port (0 picks a free one)"
+                                  ) from None
+            raise ConfigError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+
+
+def _replay(path: str, script: Any, out: TextIO, err: TextIO) -> int:
+    try:
+        from . import testing
+    except ImportError:  # pytest is not installed
+        testing = None  # type: ignore[assignment]
+    replay = getattr(testing, "replay", None)
+    if replay is None:
+        raise ConfigError("recording is not available in this install "
+                          "(no ivrscript.testing.replay): --replay cannot be used")
+    if not os.path.isfile(path):
+        raise ConfigError(f"no such cassette: {path}")
+    try:
+        transcript = replay(path, script)
+    except ReplayMismatch as error:
+        print(error, file=err, flush=True)  # it names the cassette, the step and the diff
+        return EXIT_FAILED
+    except IvrError as error:
+        raise ConfigError(f"cannot replay {path}: {error}") from None
+    print(transcript, file=out, flush=True)
+    return EXIT_OK
+
+
+# -- reading stdin ---------------------------------------------------------------------------
+
+
+def _read_lines(stdin: TextIO, inbox: queue.Queue[tuple[Any, ...]]) -> threading.Thread:
+    """Feed stdin's lines into ``inbox`` as ("line", text), then ("eof",), from a daemon
+    thread (a blocked read must never keep the process alive)."""
+
+    def run() -> None:
+        try:
+            for line in stdin:
+                inbox.put(("line", line.strip()))
+        except (OSError, ValueError):  # stdin closed under us
+            pass
+        inbox.put(("eof",))
+
+    thread = threading.Thread(target=run, name="ivrscript-stdin", daemon=True)
+    thread.start()
+    return thread
+
+
+def _summary(calls: Sequence[Call]) -> str:
+    if not calls:
+        return "no calls"
+    reasons = collections.Counter(call.end_reason or "in progress" for call in calls)
+    parts = ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items()))
+    return f"{len(calls)} call{'s' if len(calls) != 1 else ''}: {parts}"
+
+
+def _media_name(uri: str) -> str:
+    return uri.rstrip("/").rsplit("/", 1)[-1] or uri
+
+
+# -- simulator mode --------------------------------------------------------------------------
+
+
+class _SimulatorMode:
+    """The built-in simulator with the terminal as the phone of one call."""
+
+    def __init__(self, args: argparse.Namespace, script: Any, stdin: TextIO, out: TextIO,
+                 err: TextIO) -> None:
+        self.args = args
+        self.script = script
+        self.stdin = stdin
+        self.out = out
+        self.err = err
+        self.inbox: queue.Queue[tuple[Any, ...]] = queue.Queue()
+        self.pending: collections.deque[str] = collections.deque()
+        self.eof = False
+        self.phone: Any = None
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def run(self) -> int:
+        from .simulator import Simulator
+
+        sim = Simulator(speed=self.args.speed)
+        sim.add_listener(lambda phone, event: self.inbox.put(("event", phone, event)))
+        try:
+            sim.start()
+        except IvrError as error:
+            raise ConfigError(str(error)) from None
+        app = None
+        try:
+            app = _make_app(self.script, platform=sim, host=self.args.host, port=self.args.port,
+                            record=self.args.record)
+            _start(app)
+            return self._call(sim, app)
+        except KeyboardInterrupt:
+            return self._interrupted(app)
+        finally:
+            sim.stop()  # first: a callback still on its way reaches a running app
+            if app is not None:
+                app.stop()
+
+    def _call(self, sim: Any, app: Any) -> int:
+        name = getattr(self.script, "__name__", "main")
+        hint = "" if self.stdin.isatty() else " (keys from stdin)"
+        self.say(f"Simulator: calling {name}() at speed {self.args.speed:g}{hint}. "
+                 "Type keys and Enter when the app listens; h hangs up.")
+        if self.args.call:
+            try:
+                call = app.dial(self.args.call, timeout=30.0)
+            except IvrError as error:
+                print(f"ivrscript: the outbound call failed: {error}", file=self.err, flush=True)
+                return EXIT_FAILED
+            self.phone = sim.phone(call.session_id)
+        else:
+            self.phone = sim.call(app)
+        _read_lines(self.stdin, self.inbox)
+        self._loop()
+        call = next((c for c in app.calls if c.session_id == self.phone.session_id), None)
+        if call is None:  # the app never took the call
+            self.say(f"The app did not answer: {self.phone.error or self.phone.end_reason}")
+            return EXIT_FAILED
+        try:
+            call.wait_until_ended(10.0)
+        except IvrError as error:
+            print(f"ivrscript: {error}", file=self.err, flush=True)
+        self._print_transcript(call)
+        return EXIT_OK
+
+    def _loop(self) -> None:
+        phone = self.phone
+        if phone.ended:  # on-call-enter failed: nothing to press
+            return
+        while True:
+            item = self.inbox.get()
+            kind = item[0]
+            if kind == "event":
+                if item[1] is not phone:
+                    continue
+                event = item[2]
+                self._show(event)
+                if event.kind == "exit":
+                    return
+                if event.kind == "listen":
+                    self._press_pending()
+            elif kind == "line":
+                self._line(item[1])
+            elif kind == "eof":
+                self.eof = True
+            self._hang_up_after_input()
+
+    def _line(self, text: str) -> None:
+        if not text:
+            return
+        if text.lower() in ("h", "hangup", "hang up"):
+            self.pending.clear()
+            self.phone.hang_up()
+            return
+        keys = text.replace(" ", "")
+        bad = sorted(set(keys) - KEYS)
+        if bad:
+            print(f"ivrscript: {text!r} ignored: keys are 0-9, * and #; h hangs up",
+                  file=self.err, flush=True)
+            return
+        self.pending.append(keys)
+        self._press_pending()
+
+    def _press_pending(self) -> None:
+        """Press the next typed line if a collect is waiting for fresh keys."""
+        while self.pending and not self.phone.ended:
+            try:
+                self.phone.press(self.pending[0], wait=True, timeout=0)
+            except IvrError:  # no new collect yet: the line waits for the next one
+                return
+            self.pending.popleft()
+
+    def _hang_up_after_input(self) -> None:
+        """At the end of input, hang up once the app waits for keys that will not come."""
+        phone = self.phone
+        if self.eof and not self.pending and phone.listening and not phone.ended:
+            self.say("  (end of input: hanging up)")
+            phone.hang_up()
+
+    def _show(self, event: Any) -> None:
+        kind, details = event.kind, event.details
+        if kind == "ring":
+            self.say(f"Ringing the app: {details}")
+        elif kind == "play":
+            self.say(f"  hears    {_media_name(details)}")
+        elif kind == "played" and details != "Completed":
+            self.say(f"           ({details.lower()})")
+        elif kind == "listen":
+            hint = "" if self.eof else ": type keys and Enter"
+            self.say(f"  app listens for {details}{hint}")
+        elif kind == "keys":
+            self.say(f"  presses  {details}")
+        elif kind == "collected":
+            self.say(f"  app got  {details}")
+        elif kind == "forward":
+            self.say(f"  forwarded to {details}")
+        elif kind == "hangup":
+            self.say("  the app hung up")
+        elif kind == "caller-hangup":
+            self.say("  you hung up")
+        elif kind in ("error", "rejected"):
+            self.say(f"  {kind}: {details}")
+        elif kind == "exit":
+            self.say(f"Call ended: {details}.")
+
+    def _print_transcript(self, call: Call) -> None:
+        self.say("\nTranscript:")
+        self.say(str(call.transcript))
+
+    def _interrupted(self, app: Any) -> int:
+        if app is not None and app.running:
+            ended = app.end_calls(INTERRUPTED)
+            for call in ended:
+                self._print_transcript(call)
+            self.say(f"\nInterrupted: {_summary(app.calls)}.")
+        else:
+            self.say("\nInterrupted.")
+        return EXIT_INTERRUPTED
+
+
+# -- live mode -------------------------------------------------------------------------------
+
+
+class _LiveMode:
+    """The listener on RingCentral (or anything that plays it), behind a tunnel."""
+
+    def __init__(self, args: argparse.Namespace, script: Any, out: TextIO,
+                 err: TextIO) -> None:
+        self.args = args
+        self.script = script
+        self.out = out
+        self.err = err
+        self.inbox: queue.Queue[tuple[Any, ...]] = queue.Queue()
+        self.watched: dict[str, int] = {}  # session id -> call number
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def run(self) -> int:
+        from .config import load_secret
+        from .ringcentral import RingCentral
+
+        if not RingCentral.credentials_in_env():
+            raise ConfigError("live mode needs RingCentral credentials: set RINGCENTRAL_TOKEN, "
+                              "or RINGCENTRAL_CLIENT_ID, RINGCENTRAL_CLIENT_SECRET and "
+                              "RINGCENTRAL_JWT (and RINGCENTRAL_SERVER_URL for a server other "
+                              "than production)")
+        client = RingCentral.from_env()
+        secret = load_secret()
+        if not self.args.public_url and not os.environ.get("NGROK_AUTHTOKEN"):
+            raise ConfigError("live mode opens an ngrok tunnel, which needs NGROK_AUTHTOKEN: "
+                              "set it to your token from the ngrok dashboard, or give "
+                              "--public-url if the app is reachable some other way")
+        app = _make_app(self.script, platform=client, host=self.args.host, port=self.args.port,
+                        public_url=self.args.public_url, record=self.args.record,
+                        secret=secret)
+        tunnel = None
+        try:
+            _start(app)
+            if not self.args.public_url:
+                from .tunnel import open_tunnel
+
+                self.say("Opening the ngrok tunnel...")
+                tunnel = open_tunnel("ngrok", app.url, domain=self.args.domain)
+                app.public_url = tunnel.url
+            self._banner(app)
+            return self._serve(app)
+        except KeyboardInterrupt:
+            return self._interrupted(app)
+        finally:
+            app.stop()
+            if tunnel is not None:
+                tunnel.close()
+            client.close()
+
+    def _banner(self, app: Any) -> None:
+        self.say(f"Live: {getattr(self.script, '__name__', 'main')}() listening on {app.url}, "
+                 f"public {app.public_url}")
+        self.say("Configure these callback URLs for the IVR app (keep them private):")
+        for kind, url in app.callback_urls.items():
+            self.say(f"  {kind:<18} {url}")
+        self.say("Waiting for calls; Ctrl-C stops.")
+
+    def _serve(self, app: Any) -> int:
+        if self.args.call:
+            threading.Thread(target=self._dial, args=(app, self.args.call), daemon=True,
+                             name="ivrscript-dial").start()
+        while True:
+            try:
+                item = self.inbox.get(timeout=0.2)
+            except queue.Empty:
+                item = None
+            self._watch_new_calls(app)
+            if item is None:
+                continue
+            if item[0] == "event":
+                _, number, event = item
+                self.say(f"[{number}] {event.line()}")
+            elif item[0] == "dial-failed":
+                print(f"ivrscript: the outbound call failed: {item[1]}", file=self.err,
+                      flush=True)
+
+    def _dial(self, app: Any, number: str) -> None:
+        try:
+            app.dial(number)
+        except IvrError as error:
+            self.inbox.put(("dial-failed", str(error)))
+
+    def _watch_new_calls(self, app: Any) -> None:
+        for call in list(app.calls):
+            if call.session_id in self.watched:
+                continue
+            number = len(self.watched) + 1
+            self.watched[call.session_id] = number
+            self.say(f"[{number}] call {call.session_id} from {call.caller or '?'}")
+            seen: set[int] = set()
+            lock = threading.Lock()
+
+            def show(event: TranscriptEvent, number: int = number, seen: set[int] = seen,
+                     lock: threading.Lock = lock) -> None:
+                with lock:
+                    if id(event) in seen:
+                        return
+                    seen.add(id(event))
+                self.inbox.put(("event", number, event))
+
+            call.transcript.subscribe(show)
+            for event in call.transcript:  # what happened before we subscribed
+                show(event)
+
+    def _interrupted(self, app: Any) -> int:
+        if app.running:
+            app.end_calls(INTERRUPTED)
+            self._watch_new_calls(app)
+            while True:  # print what the ending added
+                try:
+                    item = self.inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if item[0] == "event":
+                    self.say(f"[{item[1]}] {item[2].line()}")
+        self.say(f"\nStopped: {_summary(app.calls)}.")
+        return EXIT_INTERRUPTED

@@ -89,6 +89,10 @@ class _QuietHandler(WSGIRequestHandler):
     """werkzeug's request handler without its per-request log lines (they would print into
     notebook cells and the terminal phone); errors still go to logging."""
 
+    # A client that stalls (half a request, a body that never comes, an idle keep-alive) is
+    # dropped after this many seconds instead of holding its thread for ever.
+    timeout = 60
+
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         log.debug("%s %s", self.requestline, code)
 
@@ -160,7 +164,8 @@ class CallbackListener:
             response = error.get_response(environ)
         except Exception:  # a bug in a handler must never take the listener down
             self.stats["errors"] += 1
-            log.exception("listener: error handling %s %s", request.method, request.path)
+            log.exception("listener: error handling %s %s", request.method,
+                          request.path.replace(self.secret, "<secret>"))
             response = Response("internal error\n", status=500, mimetype="text/plain")
         return response(environ, start_response)
 
@@ -185,7 +190,11 @@ class CallbackListener:
         if length is not None and length > MAX_BODY:
             self.stats["rejected"] += 1
             return _text(413, f"body over {MAX_BODY} bytes")
-        raw = request.stream.read(MAX_BODY + 1)
+        try:
+            raw = request.stream.read(MAX_BODY + 1)
+        except (OSError, ValueError):  # a broken chunked body, a client that stalled or left
+            self.stats["rejected"] += 1
+            return _text(400, "the body could not be read")
         if len(raw) > MAX_BODY:
             self.stats["rejected"] += 1
             return _text(413, f"body over {MAX_BODY} bytes")
@@ -207,8 +216,8 @@ class CallbackListener:
             self.stats["errors"] += 1
             log.exception("listener: dispatching %s failed", kind)
         if kind == "on-call-enter":
-            return Response(status=204)
-        return Response(status=200)
+            return _NO_CONTENT
+        return _OK
 
     def _serve_media(self, request: Request, media_id: str, name: str) -> Response:
         found = self.media(media_id, name) if self.media else None
@@ -218,6 +227,12 @@ class CallbackListener:
         with open(path, "rb") as handle:  # prompts are small: no file handle outlives this
             data = handle.read()
         return Response(data, mimetype=ctype)
+
+
+# The answers to a good callback, built once: calling a Response does not change it, and
+# building one per callback was a measurable share of the listener's time.
+_NO_CONTENT = Response(status=204)
+_OK = Response(status=200)
 
 
 def _text(status: int, message: str) -> Response:

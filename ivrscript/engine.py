@@ -45,7 +45,7 @@ __all__ = [
 
 log = logging.getLogger("ivrscript.engine")
 
-MAX_ATTEMPTS = 3  # a request answered 429/503 is sent at most this many times
+MAX_ATTEMPTS = 5  # a request answered 429/503 is sent at most this many times (then CommandFailed)
 GONE_WAIT = 1.0  # seconds to wait for on-call-exit after a 404 before ending the call
 MAX_BAD_YIELDS = 20  # a script that keeps yielding junk after TypeError is stopped
 

@@ -748,6 +748,7 @@ def test_logs_show_no_secrets_and_mask_numbers(fake, make_client, caplog):
     """DEBUG logs each request (method, path, status, ms) but no token, JWT, secret or
     Authorization header; INFO and above mask phone numbers."""
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="ivrscript")
     client = make_client(client_id=CLIENT_ID, client_secret=SECRET, jwt=JWT,
                          extension_number="120")
     fake.reply(200, {"id": "r-1"})

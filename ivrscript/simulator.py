@@ -94,7 +94,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import heapq
 import itertools
 import json
 import logging
@@ -118,6 +117,7 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from .errors import IvrError
+from .scheduler import Scheduler, Timer
 from .wav import wav_seconds
 
 __all__ = ["Simulator", "Phone", "PhoneEvent", "PhoneTranscript", "RestRecord", "ACCOUNT_ID"]
@@ -136,7 +136,6 @@ _BODY_MAX_BYTES = 1 << 20
 _BUFFER_KEYS = 64
 _LATE_MAX = 0.2
 _DELIVERY_WORKERS = 8
-_MAX_WAIT = 3600.0  # Condition.wait overflows past threading.TIMEOUT_MAX
 _REFRESH_TTL = 604800
 _PATTERN = re.compile(r"^[0-9*#xX]+$")
 _V1 = "/restapi/v1.0/account/<account>"
@@ -206,76 +205,6 @@ def _join(thread: threading.Thread | None, timeout: float) -> None:
     """Join a thread we started, unless it is the caller (stop() from a listener)."""
     if thread is not None and thread.is_alive() and thread is not threading.current_thread():
         thread.join(timeout)
-
-
-class _Timer:
-    """A scheduled call on the simulator's one timer thread; ``cancel()`` is lazy."""
-
-    __slots__ = ("when", "fn", "cancelled")
-
-    def __init__(self, when: float, fn: Callable[[], None]) -> None:
-        self.when = when
-        self.fn = fn
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
-class _Scheduler:
-    """One thread running timers from a heap, in time order."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, _Timer]] = []
-        self._seq = itertools.count()
-        self._stopped = False
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="ivrscript-sim-timers",
-                                        daemon=True)
-        self._thread.start()
-
-    def call_later(self, delay: float, fn: Callable[[], None]) -> _Timer:
-        timer = _Timer(time.monotonic() + max(0.0, delay), fn)
-        with self._cond:
-            if self._stopped:
-                timer.cancel()
-                return timer
-            heapq.heappush(self._heap, (timer.when, next(self._seq), timer))
-            if self._heap[0][2] is timer:
-                self._cond.notify()
-        return timer
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while True:
-                    if self._stopped:
-                        return
-                    if not self._heap:
-                        self._cond.wait()
-                        continue
-                    when, _, timer = self._heap[0]
-                    now = time.monotonic()
-                    if when > now:
-                        self._cond.wait(min(when - now, _MAX_WAIT))
-                        continue
-                    heapq.heappop(self._heap)
-                    if not timer.cancelled:
-                        break
-            try:
-                timer.fn()
-            except Exception:  # a timer must never kill the timer thread
-                _log.exception("simulator timer failed")
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopped = True
-            self._heap.clear()
-            self._cond.notify_all()
-        _join(self._thread, 5.0)
 
 
 @dataclass(eq=False)
@@ -413,7 +342,7 @@ class _PlayState:
     repeat_count: int
     index: int = 0
     cycle: int = 0
-    timer: _Timer | None = None
+    timer: Timer | None = None
 
 
 @dataclass(eq=False)
@@ -425,8 +354,8 @@ class _CollectState:
     command_id: str | None
     digits: str = ""
     fed_by_press: bool = False
-    timer: _Timer | None = None
-    digit_timer: _Timer | None = None
+    timer: Timer | None = None
+    digit_timer: Timer | None = None
 
     @property
     def min_len(self) -> int:
@@ -748,7 +677,7 @@ class Simulator:
         self._media_cache: dict[str, float] = {}
         self._ids = itertools.count(171888866234845407)
         self._call_numbers = itertools.count(1)
-        self._scheduler = _Scheduler()
+        self._scheduler = Scheduler("ivrscript-sim-timers")
         self._courier = _Courier(self._deliver, _DELIVERY_WORKERS)
         self._events = _EventDispatcher()
         self._http: requests.Session | None = None

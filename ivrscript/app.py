@@ -296,9 +296,9 @@ class App:
         event = callback_event(kind, body, received)
         if not self._deliver(session_id, event):
             if session_id in self._ended_sessions:
-                log.debug("%s for ended session %s ignored", kind, session_id)
+                log.debug("%s for ended session %s ignored", kind, _shown(session_id))
             else:
-                log.info("%s for unknown session %s ignored", kind, session_id)
+                log.info("%s for unknown session %s ignored", kind, _shown(session_id))
 
     def _on_enter(self, body: dict[str, Any]) -> None:
         session_id = body["sessionId"]
@@ -309,12 +309,12 @@ class App:
                             on_error=self.on_error, time_scale=self.time_scale)
         with self._lock:
             if session_id in self._runners or session_id in self._ended_sessions:
-                log.info("duplicate on-call-enter for %s ignored", session_id)
+                log.info("duplicate on-call-enter for %s ignored", _shown(session_id))
                 return
             self._runners[session_id] = _Runner(engine, call)
             self.calls.append(call)
             self._entered.notify_all()
-        log.info("call %s entered from %s", session_id, _mask(call.caller))
+        log.info("call %s entered from %s", _shown(session_id), _mask(call.caller))
         for observer in list(self._observers):  # optional hook: e.g. a dashboard shows the call
             entered = getattr(observer, "entered", None)
             if entered is not None:
@@ -358,9 +358,15 @@ class App:
                 else:
                     actions = runner.engine.handle(event)
                 self._run(runner, actions)
+            except KeyboardInterrupt:
+                # Only a script raising it by hand gets here (signals go to the main thread):
+                # it is that script's failure, and on_error must still end the call.
+                abort = Abort(IvrError("the script raised KeyboardInterrupt"))
+                self._run(runner, runner.engine.handle(abort))
             except Exception:  # an engine bug must not lose the worker or the call
-                log.exception("call %s: internal error handling %r", runner.call.session_id,
-                              event)
+                # the event's type only: its fields can hold digits (personal data)
+                log.exception("call %s: internal error handling %s", runner.call.session_id,
+                              type(event).__name__)
 
     def _run(self, runner: _Runner, actions: list[Any]) -> None:
         queue = collections.deque(actions)
@@ -459,6 +465,12 @@ def callback_event(kind: str, body: dict[str, Any], received: float | None) -> A
     if kind == "on-call-exit":
         return Exited(received)
     return CommandError(body)
+
+
+def _shown(value: str) -> str:
+    """An id from a callback as it may appear in a log line: quoted (no forged line breaks)
+    and short."""
+    return repr(value if len(value) <= 80 else value[:77] + "...")
 
 
 def _opt_str(value: Any) -> str | None:

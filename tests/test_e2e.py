@@ -303,3 +303,36 @@ def test_callback_urls_carry_a_secret(sim, make_app):
     for kind, url in urls.items():
         assert url == f"{app.url}/{app.secret}/{kind}"
     assert len(app.secret) >= 22
+
+
+def test_script_raising_keyboard_interrupt_still_ends_the_call(sim, make_app):
+    """A script that raises KeyboardInterrupt by hand is a script failure: on_error hangs up,
+    the caller is not left in silence and the app serves the next call."""
+    def main(call):
+        yield ivr.play("https://media.example/a.wav")
+        if call.caller == "+15550001":
+            raise KeyboardInterrupt
+
+    app = make_app(main)
+    bad = sim.call(app, caller="+15550001")
+    call = finish(app, bad)
+    assert bad.end_reason == "hangup" and call.end_reason == "hangup"
+    assert "KeyboardInterrupt" in str(call.transcript)
+    assert finish(app, sim.call(app, caller="+15550002")).end_reason == "hangup"
+
+
+def test_forged_session_ids_are_quoted_in_logs(sim, make_app, caplog):
+    """An unknown session id with a line break is logged quoted: no forged log lines."""
+    import logging
+
+    def main(call):
+        yield ivr.hangup()
+
+    caplog.set_level(logging.INFO, logger="ivrscript")
+    app = make_app(main)
+    body = {"sessionId": "s-x\nFAKE LINE", "command": "Play", "status": "Completed"}
+    r = requests.post(app.callback_urls["on-command-update"], json=body, timeout=5)
+    assert r.status_code == 200
+    lines = [rec.getMessage() for rec in caplog.records if "unknown session" in rec.getMessage()]
+    assert lines and all("\n" not in line for line in lines)
+    assert "'s-x\\nFAKE LINE'" in lines[0]

@@ -141,7 +141,7 @@ def test_unknown_session_gets_200_and_a_log_line(sim, make_app, caplog):
                        ("on-command-error", {"sessionId": "s-nobody"})]:
         assert post(app, kind, body).status_code == 200
     logged = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
-    assert sum("unknown session s-nobody" in m for m in logged) == 3, logged
+    assert sum("unknown session 's-nobody'" in m for m in logged) == 3, logged
     assert ran == [] and app.calls == [] and sim.requests_log == []
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .call import Call, _mask
+from .call import Call, mask_number
 from .commands import Forward, Hangup, Play
 from .engine import (
     Abort,
@@ -259,7 +259,7 @@ class App:
                         return call
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise IvrError(f"the call to {_mask(number)} did not reach the app within "
+                    raise IvrError(f"the call to {mask_number(number)} did not reach the app within "
                                    f"{timeout} s (is on-call-enter configured to "
                                    f"{self.callback_urls['on-call-enter']}?)")
                 self._entered.wait(left)
@@ -314,7 +314,7 @@ class App:
             self._runners[session_id] = _Runner(engine, call)
             self.calls.append(call)
             self._entered.notify_all()
-        log.info("call %s entered from %s", _shown(session_id), _mask(call.caller))
+        log.info("call %s entered from %s", _shown(session_id), mask_number(call.caller))
         for observer in list(self._observers):  # optional hook: e.g. a dashboard shows the call
             entered = getattr(observer, "entered", None)
             if entered is not None:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Call", "Transcript", "TranscriptEvent"]
+__all__ = ["Call", "Transcript", "TranscriptEvent", "mask_number"]
 
 log = logging.getLogger("ivrscript.call")
 
@@ -148,10 +148,10 @@ class Call:
 
     def __repr__(self) -> str:
         state = f"ended {self.end_reason}" if self.ended else "in progress"
-        return f"<Call {self.session_id} from {_mask(self.caller)} {state}>"
+        return f"<Call {self.session_id} from {mask_number(self.caller)} {state}>"
 
 
-def _mask(number: str | None) -> str:
+def mask_number(number: str | None) -> str:
     """Mask a phone number for logs: keep the last two digits."""
     if not number:
         return "?"

@@ -46,7 +46,7 @@ from vcr.serialize import serialize
 from vcr.serializers import yamlserializer
 from vcr.stubs.urllib3_stubs import VCRRequestsHTTPConnection, VCRRequestsHTTPSConnection
 
-from .call import Call, Transcript, _mask
+from .call import Call, Transcript, mask_number
 from .engine import CallEngine, Finished, Media, Request, Wait
 from .errors import ConfigError, ReplayMismatch
 from .loader import check_script, script_dir
@@ -135,7 +135,7 @@ def _scrub_json(value: Any, mask_numbers: bool) -> Any:
             if key in _SECRET_KEYS and isinstance(item, str):
                 out[key] = "<filtered>"
             elif key == "phoneNumber" and mask_numbers and isinstance(item, str):
-                out[key] = _mask(item)
+                out[key] = mask_number(item)
             else:
                 out[key] = _scrub_json(item, mask_numbers)
         return out
@@ -157,7 +157,7 @@ def _phone_numbers(value: Any) -> list[str]:
 
 def mask_numbers_in(line: str) -> str:
     """Mask what looks like a phone number (7+ digits, optional +) in a line of text."""
-    return re.sub(r"\+?\d{7,}", lambda m: _mask(m.group(0)), line)
+    return re.sub(r"\+?\d{7,}", lambda m: mask_number(m.group(0)), line)
 
 
 @dataclass
@@ -176,7 +176,7 @@ class _Scrubber:
         text = text.replace(self.secret, "<secret>")
         if self.mask_numbers:
             for number in sorted(self.numbers, key=len, reverse=True):
-                text = text.replace(number, _mask(number))
+                text = text.replace(number, mask_number(number))
         return text
 
     def body(self, body: Any) -> Any:

@@ -28,7 +28,7 @@ import requests.adapters
 import requests.auth
 import urllib3.exceptions
 
-from .call import _mask
+from .call import mask_number
 from .errors import ConfigError, PlatformError, RetryLater
 
 __all__ = ["RingCentral", "PRODUCTION", "SANDBOX"]
@@ -238,7 +238,7 @@ class RingCentral:
         body = ({"extensionNumber": str(extension)} if extension is not None
                 else {"phoneNumber": str(phone_number)})
         log.info("forwarding session %s to %s", session_id,
-                 f"extension {extension}" if extension is not None else _mask(phone_number))
+                 f"extension {extension}" if extension is not None else mask_number(phone_number))
         path = _party_path(session_id, app_party_id, "forward")
         return _json_body(self.request("POST", path, json=body, retry=retry), "POST", path)
 
@@ -258,7 +258,7 @@ class RingCentral:
             raise ConfigError(f"set {_ENV_EXTENSION} (or pass extension_number= to RingCentral, "
                               "or to_number= here): the app's extension that RingOut connects "
                               "the customer to")
-        log.info("ring-out: calling %s, then connecting %s", _mask(from_number), _mask(target))
+        log.info("ring-out: calling %s, then connecting %s", mask_number(from_number), mask_number(target))
         path = f"{_ACCOUNT}/extension/~/ring-out"
         body = {"from": {"phoneNumber": from_number}, "to": {"phoneNumber": target}}
         return _json_body(self.request("POST", path, json=body, retry=retry), "POST", path)

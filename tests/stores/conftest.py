@@ -151,5 +151,5 @@ def run_peer(url: str, *args: str, timeout: float = 60.0) -> list[str]:
 
 def start_peer(url: str, *args: str) -> subprocess.Popen[str]:
     """Start ``peer.py URL ARGS...`` in another process (the caller waits for and stops it)."""
-    return subprocess.Popen([sys.executable, PEER, url, *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    return subprocess.Popen([sys.executable, PEER, url, *args], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)

@@ -1,18 +1,25 @@
 """Another process on a shared store, for the cross-process tests.
 
-    python peer.py URL append-keys SESSION N START   append keys k0..k{N-1}; print won keys
-    python peer.py URL claim OWNER HOLD START        claim due timers until none; print them
+    python peer.py URL append-keys SESSION N go      append keys k0..k{N-1}; print won keys
+    python peer.py URL claim OWNER HOLD go           claim due timers until none; print them
     python peer.py URL append SESSION KIND           append one entry; print its seq
     python peer.py URL hold-lease SESSION OWNER TTL  take the lease, print "held", then renew
                                                      it until killed
 
-START is a wall-clock time to begin at, so two peers race each other.
+With go, the peer prints "ready" once the store is open and begins when a line comes on
+its stdin, so several peers race each other.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+
+
+def ready() -> None:
+    """Say so, then wait for the starting line."""
+    print("ready", flush=True)
+    sys.stdin.readline()
 
 
 def main(argv: list[str]) -> int:
@@ -22,14 +29,14 @@ def main(argv: list[str]) -> int:
     store = open_store(url)
     try:
         if action == "append-keys":
-            session, count, start = args[0], int(args[1]), float(args[2])
-            time.sleep(max(start - time.time(), 0))
+            session, count = args[0], int(args[1])
+            ready()
             for i in range(count):
                 if store.append(session, "callback", {"i": i}, key=f"k{i}") is not None:
                     print(f"k{i}", flush=True)
         elif action == "claim":
-            owner, hold, start = args[0], float(args[1]), float(args[2])
-            time.sleep(max(start - time.time(), 0))
+            owner, hold = args[0], float(args[1])
+            ready()
             while True:
                 claimed = store.claim_due(owner, limit=3, hold=hold)
                 if not claimed:

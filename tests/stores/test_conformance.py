@@ -344,7 +344,6 @@ def test_subscribers_hear_of_appends_from_another_store_object(backend: Backend)
 
     unsubscribe = listener.subscribe(hear)
     try:
-        time.sleep(0.05 if backend.shared else 0)  # let a push subscription settle
         writer.append("c1", "callback", {})
         wait_for(lambda: "c1" in heard, "the subscriber to hear of c1")
         writer.append("c2", "callback", {})

@@ -11,15 +11,28 @@ from .conftest import Backend, start_peer, wait_for
 
 
 def race_peers(url: str, *argsets: tuple[str, ...]) -> list[list[str]]:
-    """Start one peer per argument set, all beginning at the same wall-clock moment."""
-    start = f"{time.time() + 2.0:.3f}"  # every peer has imported ivrscript by then
-    peers = [start_peer(url, *args, start) for args in argsets]
-    outputs = []
-    for peer in peers:
-        out, err = peer.communicate(timeout=120)
-        assert peer.returncode == 0, f"peer failed:\n{err}"
-        outputs.append(out.splitlines())
-    return outputs
+    """Start one peer per argument set; once all have opened the store, let them go at once."""
+    peers = [start_peer(url, *args, "go") for args in argsets]
+    try:
+        for peer in peers:
+            assert peer.stdout is not None
+            line = peer.stdout.readline()
+            assert line.strip() == "ready", f"peer did not start: {line!r}"
+        for peer in peers:
+            assert peer.stdin is not None
+            peer.stdin.write("go\n")
+            peer.stdin.flush()
+        outputs = []
+        for peer in peers:
+            out, err = peer.communicate(timeout=120)
+            assert peer.returncode == 0, f"peer failed:\n{err}"
+            outputs.append(out.splitlines())
+        return outputs
+    finally:
+        for peer in peers:
+            if peer.poll() is None:
+                peer.kill()
+                peer.communicate(timeout=30)
 
 
 def test_two_processes_appending_the_same_keys_store_each_once(shared_backend: Backend) -> None:
@@ -51,7 +64,6 @@ def test_a_subscriber_hears_of_another_process_append(shared_backend: Backend) -
     store = shared_backend.make()
     heard: list[str] = []
     store.subscribe(heard.append)
-    time.sleep(0.05)  # let a push subscription settle
     peer = start_peer(shared_backend.url or "", "append", "from-peer", "callback")
     out, err = peer.communicate(timeout=60)
     assert peer.returncode == 0, err
@@ -78,6 +90,6 @@ def test_a_killed_holders_lease_lapses_and_another_process_takes_it(shared_backe
         if peer.poll() is None:
             peer.kill()
             peer.wait(timeout=30)
-        for pipe in (peer.stdout, peer.stderr):
+        for pipe in (peer.stdin, peer.stdout, peer.stderr):
             if pipe is not None:
                 pipe.close()

@@ -1,0 +1,506 @@
+"""``RedisStore``: calls' logs in Redis, shared by any number of processes and hosts.
+
+The only module that imports the ``redis`` client (``pip install "ivrscript[redis]"``). Every
+write is one round trip: a Lua script runs atomically on the server (append + dedupe, lease
+compare-and-set, timer claims), so no two processes ever interleave inside one step.
+
+Keys, all under the store's ``prefix`` (default ``"ivrscript:"``, so several apps can share
+one Redis)::
+
+    log:<session>      list of entries, JSON text ``[kind, at, data]`` (seq = position)
+    keys:<session>     set of the call's dedupe keys
+    call:<session>     hash: started, finished, reason
+    lease:<session>    the holder's owner id, with a PX expiry (the lease's ttl)
+    ctimers:<session>  set of the call's timer members
+    calls / finished   sorted sets of session ids by start / finish time
+    timers / tdata     sorted set of timer members by due time / hash of their data
+    meta               hash (setdefault_meta)
+    events             a capped stream of session ids: one entry per append
+
+Subscribers read ``events`` with a blocking ``XREAD`` on one thread: a new entry wakes them at
+once, and after a dropped connection the read resumes from the last entry seen, so no wake-up
+is lost while Redis is briefly away (the stream is the poll fallback).
+
+Redis down: every method raises :class:`StoreUnavailable` within about ``socket_timeout``
+(1 s) and the client reconnects on the next call once Redis is back. A command is retried
+once after a broken connection (never after a timeout, when it may have run).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from ..errors import ConfigError
+from ..text import shown
+from .base import CallInfo, DueTimer, LogEntry, StoreError, StoreUnavailable
+
+__all__ = ["RedisStore"]
+
+log = logging.getLogger("ivrscript.stores")
+
+# KEYS: log, keys, call, calls, events. ARGV: entry, has key, key, at, session, stream length.
+_APPEND = """
+if ARGV[2] == '1' and redis.call('SADD', KEYS[2], ARGV[3]) == 0 then return false end
+if redis.call('HSETNX', KEYS[3], 'started', ARGV[4]) == 1 then
+  redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])
+end
+local n = redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[6], '*', 's', ARGV[5])
+return n
+"""
+
+# KEYS: lease, call, calls. ARGV: owner, ttl ms, now, session.
+_ACQUIRE = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if redis.call('HSETNX', KEYS[2], 'started', ARGV[3]) == 1 then
+  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+end
+return 1
+"""
+
+# KEYS: lease. ARGV: owner.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# KEYS: timers, tdata, ctimers, call, calls. ARGV: member, due, data, now, session.
+_SCHEDULE = """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[1])
+if redis.call('HSETNX', KEYS[4], 'started', ARGV[4]) == 1 then
+  redis.call('ZADD', KEYS[5], ARGV[4], ARGV[5])
+end
+return 0
+"""
+
+# KEYS: timers, tdata, ctimers. ARGV: member.
+_CANCEL = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('SREM', KEYS[3], ARGV[1])
+return 0
+"""
+
+# KEYS: timers, tdata. ARGV: now, limit, now + hold. Returns member, due, data triples.
+_CLAIM = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES',
+                       'LIMIT', 0, tonumber(ARGV[2]))
+local out = {}
+for i = 1, #due, 2 do
+  redis.call('ZADD', KEYS[1], ARGV[3], due[i])
+  out[#out + 1] = due[i]
+  out[#out + 1] = due[i + 1]
+  out[#out + 1] = redis.call('HGET', KEYS[2], due[i]) or '{}'
+end
+return out
+"""
+
+# KEYS: call, calls, finished, lease, ctimers, timers, tdata, log, keys.
+# ARGV: at, reason, now, session, retention ms (0: none).
+_FINISH = """
+if redis.call('HSETNX', KEYS[1], 'started', ARGV[3]) == 1 then
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+end
+if redis.call('HSETNX', KEYS[1], 'finished', ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'reason', ARGV[2])
+  redis.call('ZADD', KEYS[3], ARGV[1], ARGV[4])
+end
+redis.call('DEL', KEYS[4])
+for _, member in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+  redis.call('ZREM', KEYS[6], member)
+  redis.call('HDEL', KEYS[7], member)
+end
+redis.call('DEL', KEYS[5])
+local ttl = tonumber(ARGV[5])
+if ttl > 0 then
+  for _, key in ipairs({KEYS[1], KEYS[8], KEYS[9]}) do redis.call('PEXPIRE', key, ttl) end
+end
+return 0
+"""
+
+# KEYS: call, log, keys, lease, ctimers, calls, finished, timers, tdata. ARGV: session, cutoff.
+_EXPIRE_ONE = """
+local finished = redis.call('ZSCORE', KEYS[7], ARGV[1])
+if not finished or tonumber(finished) >= tonumber(ARGV[2]) then return 0 end
+for _, member in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+  redis.call('ZREM', KEYS[8], member)
+  redis.call('HDEL', KEYS[9], member)
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+redis.call('ZREM', KEYS[6], ARGV[1])
+redis.call('ZREM', KEYS[7], ARGV[1])
+return 1
+"""
+
+_OPTIONS = {"prefix": str, "retention": float, "socket_timeout": float,
+            "socket_connect_timeout": float}
+
+
+def _dumps(data: Any) -> str:
+    try:
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError) as error:
+        raise StoreError(f"log data must be JSON: {error}") from None
+
+
+def _number(value: float) -> str:
+    return repr(float(value))
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[-1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+class RedisStore:
+    """A :class:`~ivrscript.stores.CallStore` on a Redis server; safe from any thread.
+
+    ``client`` is a ``redis.Redis``; ``prefix`` starts every key (several apps share one
+    Redis with different prefixes); ``retention`` (seconds), if set, gives a finished call's
+    keys that TTL so Redis frees them even if no one calls ``expire``.
+    Build one with :meth:`from_url`.
+    """
+
+    def __init__(self, client: redis.Redis, *, prefix: str = "ivrscript:",
+                 retention: float | None = None, url: str = "redis://",
+                 stream_length: int = 10_000, block: float = 0.5) -> None:
+        self._client = client
+        self.prefix = prefix
+        self.retention = retention
+        self.url = url
+        self._where = _safe_url(url)
+        self._stream_length = int(stream_length)
+        self._block = float(block)
+        self._scripts = {name: client.register_script(source) for name, source in [
+            ("append", _APPEND), ("acquire", _ACQUIRE), ("release", _RELEASE),
+            ("schedule", _SCHEDULE), ("cancel", _CANCEL), ("claim", _CLAIM),
+            ("finish", _FINISH), ("expire", _EXPIRE_ONE)]}
+        self._lock = threading.Lock()
+        self._subscribers: list[Callable[[str], Any]] = []
+        self._reader: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> RedisStore:
+        """``redis://[user:password@]host:6379/0?prefix=myapp:``, ``rediss://...`` (TLS) or
+        ``unix:///run/redis.sock?db=0``. Query options of ours: ``prefix``, ``retention``,
+        ``socket_timeout``, ``socket_connect_timeout`` (seconds, default 1); the others go to
+        ``redis.Redis.from_url``."""
+        parts = urlsplit(url)
+        if parts.scheme.lower() not in ("redis", "rediss", "unix"):
+            raise ConfigError(f"a Redis store URL is 'redis://host:6379/0', got {url!r}")
+        database = parts.path.strip("/")
+        if parts.scheme.lower() != "unix" and database and not database.isdigit():
+            raise ConfigError(f"the database in the Redis store URL {_safe_url(url)!r} must be "
+                              f"a number, got {database!r}")
+        rest = []
+        for name, value in parse_qsl(parts.query, keep_blank_values=True):
+            kind = _OPTIONS.get(name)
+            if kind is None:
+                rest.append((name, value))
+                continue
+            try:
+                options.setdefault(name, kind(value))
+            except ValueError:
+                raise ConfigError(f"{name} in the Redis store URL {_safe_url(url)!r} must be "
+                                  f"a number, got {value!r}") from None
+        client_url = urlunsplit(parts._replace(query=urlencode(rest)))
+        timeout = options.pop("socket_timeout", 1.0)
+        connect_timeout = options.pop("socket_connect_timeout", 1.0)
+        try:
+            client = redis.Redis.from_url(
+                client_url, socket_timeout=timeout, socket_connect_timeout=connect_timeout,
+                decode_responses=True, client_name="ivrscript",
+                retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)))
+        except (ValueError, TypeError) as error:
+            raise ConfigError(f"bad Redis store URL {_safe_url(url)!r}: {error}") from None
+        return cls(client, url=url, **options)
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _key(self, kind: str, session_id: str = "") -> str:
+        return f"{self.prefix}{kind}:{session_id}" if session_id else f"{self.prefix}{kind}"
+
+    @contextmanager
+    def _redis(self, what: str) -> Iterator[None]:
+        """Redis errors as store errors: unreachable -> StoreUnavailable, others StoreError."""
+        if self._closed:
+            raise StoreError(f"the Redis store at {self._where} is closed")
+        try:
+            yield
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            raise StoreUnavailable(f"Redis at {self._where} is unreachable ({what}): "
+                                   f"{error}") from None
+        except redis.RedisError as error:
+            raise StoreError(f"Redis at {self._where} failed ({what}): {error}") from None
+        except UnicodeDecodeError as error:
+            raise StoreError(f"Redis at {self._where}: {what} is not UTF-8 text ({error})"
+                             ) from None
+
+    # -- the log -----------------------------------------------------------------------------
+
+    def append(self, session_id: str, kind: str, data: dict[str, Any], *,
+               key: str | None = None, at: float | None = None) -> int | None:
+        when = time.time() if at is None else at
+        entry = _dumps([kind, when, data])
+        with self._redis(f"append to call {shown(session_id)}"):
+            seq = self._scripts["append"](
+                keys=[self._key("log", session_id), self._key("keys", session_id),
+                      self._key("call", session_id), self._key("calls"), self._key("events")],
+                args=[entry, "0" if key is None else "1", key or "", _number(when), session_id,
+                      self._stream_length])
+        return None if seq is None else int(seq)
+
+    def load(self, session_id: str, after: int = 0) -> list[LogEntry]:
+        with self._redis(f"load call {shown(session_id)}"):
+            rows = self._client.lrange(self._key("log", session_id), max(after, 0), -1)
+        entries = []
+        for seq, text in enumerate(rows, start=max(after, 0) + 1):
+            try:
+                kind, at, data = json.loads(text)
+                if not isinstance(kind, str) or not isinstance(data, dict):
+                    raise ValueError("not [kind, at, data]")
+                entries.append(LogEntry(seq, kind, data, float(at)))
+            except (TypeError, ValueError) as error:
+                raise StoreError(f"call {shown(session_id)}: log entry {seq} in Redis at "
+                                 f"{self._where} is corrupt ({error})") from None
+        return entries
+
+    # -- leases ------------------------------------------------------------------------------
+
+    def acquire(self, session_id: str, owner: str, ttl: float) -> bool:
+        with self._redis(f"lease call {shown(session_id)}"):
+            taken = self._scripts["acquire"](
+                keys=[self._key("lease", session_id), self._key("call", session_id),
+                      self._key("calls")],
+                args=[owner, max(int(ttl * 1000), 1), _number(time.time()), session_id])
+        return bool(taken)
+
+    def release(self, session_id: str, owner: str) -> None:
+        with self._redis(f"release call {shown(session_id)}"):
+            self._scripts["release"](keys=[self._key("lease", session_id)], args=[owner])
+
+    def holder(self, session_id: str) -> str | None:
+        with self._redis(f"read the lease of call {shown(session_id)}"):
+            owner = self._client.get(self._key("lease", session_id))
+        return None if owner is None else str(owner)
+
+    # -- timers ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _member(session_id: str, key: str) -> str:
+        return json.dumps([session_id, key], separators=(",", ":"), ensure_ascii=False)
+
+    def schedule(self, session_id: str, key: str, due: float,
+                 data: dict[str, Any] | None = None) -> None:
+        text = _dumps(data or {})
+        with self._redis(f"schedule a timer of call {shown(session_id)}"):
+            self._scripts["schedule"](
+                keys=[self._key("timers"), self._key("tdata"), self._key("ctimers", session_id),
+                      self._key("call", session_id), self._key("calls")],
+                args=[self._member(session_id, key), _number(due), text, _number(time.time()),
+                      session_id])
+
+    def cancel(self, session_id: str, key: str) -> None:
+        with self._redis(f"cancel a timer of call {shown(session_id)}"):
+            self._scripts["cancel"](
+                keys=[self._key("timers"), self._key("tdata"), self._key("ctimers", session_id)],
+                args=[self._member(session_id, key)])
+
+    def claim_due(self, owner: str, now: float | None = None, *, limit: int = 100,
+                  hold: float = 5.0) -> list[DueTimer]:
+        now = time.time() if now is None else now
+        with self._redis("claim due timers"):
+            flat = self._scripts["claim"](keys=[self._key("timers"), self._key("tdata")],
+                                          args=[_number(now), max(int(limit), 0),
+                                                _number(now + hold)])
+        found = []
+        for i in range(0, len(flat), 3):
+            member, due, text = flat[i:i + 3]
+            try:
+                session_id, key = json.loads(member)
+                data = json.loads(text)
+            except (TypeError, ValueError) as error:
+                raise StoreError(f"timer {shown(member)} in Redis at {self._where} is corrupt "
+                                 f"({error})") from None
+            found.append(DueTimer(str(session_id), str(key), float(due),
+                                  data if isinstance(data, dict) else {}))
+        return found
+
+    # -- calls -------------------------------------------------------------------------------
+
+    def finish(self, session_id: str, end_reason: str, at: float | None = None) -> None:
+        when = time.time() if at is None else at
+        ttl = 0 if self.retention is None else max(int(self.retention * 1000), 1)
+        with self._redis(f"finish call {shown(session_id)}"):
+            self._scripts["finish"](
+                keys=[self._key("call", session_id), self._key("calls"), self._key("finished"),
+                      self._key("lease", session_id), self._key("ctimers", session_id),
+                      self._key("timers"), self._key("tdata"), self._key("log", session_id),
+                      self._key("keys", session_id)],
+                args=[_number(when), end_reason, _number(time.time()), session_id, ttl])
+
+    def calls(self, *, active: bool | None = None) -> list[CallInfo]:
+        with self._redis("list calls"):
+            ids = self._client.zrange(self._key("calls"), 0, -1)
+            pipe = self._client.pipeline(transaction=False)
+            for sid in ids:
+                pipe.hmget(self._key("call", sid), ["started", "finished", "reason"])
+                pipe.llen(self._key("log", sid))
+            answers = pipe.execute()
+        infos = []
+        for i, sid in enumerate(ids):
+            (started, finished, reason), entries = answers[2 * i], answers[2 * i + 1]
+            if started is None:
+                continue  # its keys expired (retention TTL); expire() drops the index entry
+            info = CallInfo(sid, float(started), None if finished is None else float(finished),
+                            reason, int(entries))
+            if active is None or (info.finished is None) == active:
+                infos.append(info)
+        return sorted(infos, key=lambda i: (i.started, i.session_id))
+
+    def expire(self, retention: float, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        cutoff = now - retention
+        removed = 0
+        with self._redis("expire finished calls"):
+            ids = self._client.zrangebyscore(self._key("finished"), "-inf", f"({cutoff!r}")
+            for sid in ids:
+                removed += int(self._scripts["expire"](
+                    keys=[self._key("call", sid), self._key("log", sid), self._key("keys", sid),
+                          self._key("lease", sid), self._key("ctimers", sid),
+                          self._key("calls"), self._key("finished"), self._key("timers"),
+                          self._key("tdata")],
+                    args=[sid, _number(cutoff)]))
+        return removed
+
+    # -- store-wide --------------------------------------------------------------------------
+
+    def setdefault_meta(self, key: str, value: str) -> str:
+        with self._redis("read the store's metadata"):
+            pipe = self._client.pipeline(transaction=True)
+            pipe.hsetnx(self._key("meta"), key, value)
+            pipe.hget(self._key("meta"), key)
+            _, stored = pipe.execute()
+        return str(stored)
+
+    def subscribe(self, fn: Callable[[str], Any]) -> Callable[[], None]:
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"the Redis store at {self._where} is closed")
+            self._subscribers.append(fn)
+            if self._reader is None:
+                with self._redis("subscribe"):
+                    newest = self._client.xrevrange(self._key("events"), count=1)
+                last = newest[0][0] if newest else "0-0"
+                self._reader = threading.Thread(target=self._read, args=(last,), daemon=True,
+                                                name="ivrscript-redis-events")
+                self._reader.start()
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if fn in self._subscribers:
+                    self._subscribers.remove(fn)
+
+        return unsubscribe
+
+    def _read(self, last: str) -> None:
+        """One thread per store: a blocking XREAD on the events stream, resumed from the last
+        entry seen after any error (so wake-ups missed while Redis was away still come)."""
+        kwargs = dict(self._client.connection_pool.connection_kwargs)
+        kwargs["socket_timeout"] = self._block + 2.0
+        reader = redis.Redis(connection_pool=redis.ConnectionPool(
+            connection_class=self._client.connection_pool.connection_class, **kwargs))
+        failing = False
+        try:
+            while not self._stop.is_set():
+                try:
+                    batches = reader.xread({self._key("events"): last}, count=500,
+                                           block=int(self._block * 1000))
+                except redis.RedisError as error:
+                    if not failing:
+                        log.warning("store events from Redis at %s interrupted (%s); retrying",
+                                    self._where, error)
+                        failing = True
+                    self._stop.wait(0.2)
+                    continue
+                if failing:
+                    log.info("store events from Redis at %s resumed", self._where)
+                    failing = False
+                changed: dict[str, None] = {}
+                for _, entries in batches or []:
+                    for entry_id, fields in entries:
+                        last = entry_id
+                        if "s" in fields:
+                            changed[fields["s"]] = None
+                with self._lock:
+                    subscribers = list(self._subscribers)
+                for sid in changed:
+                    for fn in subscribers:
+                        try:
+                            fn(sid)
+                        except Exception:  # a subscriber's bug must not stop the reader
+                            log.exception("store subscriber failed for call %s", shown(sid))
+        finally:
+            reader.close()
+            reader.connection_pool.disconnect()
+
+    def ping(self) -> bool:
+        try:
+            with self._redis("ping"):
+                return bool(self._client.ping())
+        except StoreError:
+            return False
+
+    def clear(self) -> int:
+        """Delete every key under this store's prefix (tests, or retiring an app); returns how
+        many. Not part of the CallStore protocol."""
+        pattern = "".join("\\" + c if c in "*?[]\\" else c for c in self.prefix) + "*"
+        removed = 0
+        with self._redis("clear"):
+            batch: list[str] = []
+            for name in self._client.scan_iter(match=pattern, count=500):
+                batch.append(name)
+                if len(batch) >= 500:
+                    removed += self._client.delete(*batch)
+                    batch.clear()
+            if batch:
+                removed += self._client.delete(*batch)
+        return removed
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._subscribers.clear()
+            reader, self._reader = self._reader, None
+        self._stop.set()
+        if reader is not None and reader is not threading.current_thread():
+            reader.join(timeout=self._block + 5)
+        self._client.close()
+        self._client.connection_pool.disconnect()
+
+    def __repr__(self) -> str:
+        return f"<RedisStore {self._where} prefix={self.prefix!r}>"

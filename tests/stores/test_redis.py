@@ -1,0 +1,226 @@
+"""RedisStore's own rules: URLs and prefixes, retention TTLs, corrupt entries, and a Redis
+server that goes away and comes back (our own ``redis-server`` on a free port)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from ivrscript import ConfigError
+from ivrscript.stores import StoreError, StoreUnavailable, open_store
+
+from .conftest import redis_prefix, redis_url, wait_for
+
+pytest.importorskip("redis")
+
+from ivrscript.stores.redis import RedisStore  # noqa: E402
+
+
+@pytest.fixture
+def url() -> Iterator[str]:
+    """A Redis URL with a fresh prefix; its keys are deleted after the test."""
+    base = redis_url()
+    made = f"{base}{'&' if '?' in base else '?'}prefix={redis_prefix()}"
+    yield made
+    janitor = RedisStore.from_url(made)
+    janitor.clear()
+    janitor.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """Our own redis-server (no persistence) that a test can stop and start again."""
+
+    def __init__(self, binary: str, port: int) -> None:
+        self.binary, self.port = binary, port
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        probe = RedisStore.from_url(self.url)
+        try:
+            wait_for(lambda: probe.ping() or self.process.poll() is not None,  # type: ignore
+                     "our redis-server to answer")
+        finally:
+            probe.close()
+        assert self.process.poll() is None, f"redis-server on port {self.port} did not start"
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+        self.process = None
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI needs redis-server on PATH for the Redis restart test")
+        pytest.skip("redis-server is not on PATH")
+    server = RedisServer(binary, free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_url_options_and_prefixes(url: str) -> None:
+    """The URL's query sets the prefix and timeouts; stores with different prefixes on one
+    Redis never see each other's calls."""
+    a = open_store(url)
+    b = open_store(f"{redis_url()}{'&' if '?' in redis_url() else '?'}prefix=other-"
+                   f"{redis_prefix()}&socket_timeout=2")
+    try:
+        assert isinstance(a, RedisStore) and isinstance(b, RedisStore)
+        assert a.prefix.startswith("ivrtest:") and b.prefix.startswith("other-")
+        a.append("c1", "enter", {})
+        a.schedule("c1", "t", 1000.0)
+        assert b.load("c1") == [] and b.calls() == [] and b.claim_due("p", now=2000) == []
+        assert b.setdefault_meta("script", "b") == "b"
+        assert a.setdefault_meta("script", "a") == "a"
+    finally:
+        a.close()
+        b.clear()
+        b.close()
+
+
+@pytest.mark.parametrize("bad", ["redis://localhost:6379/0?socket_timeout=soon",
+                                 "redis://localhost:6379/notadb"])
+def test_bad_urls_are_config_errors(bad: str) -> None:
+    """A malformed option or database is a ConfigError with the URL."""
+    with pytest.raises(ConfigError, match="Redis"):
+        open_store(bad)
+
+
+def test_the_password_never_shows(url: str) -> None:
+    """A password in the URL is masked in the store's repr and its error messages."""
+    port = free_port()  # nobody listens there
+    store = RedisStore.from_url(f"redis://user:s3cret@127.0.0.1:{port}/0")
+    try:
+        assert "s3cret" not in repr(store)
+        with pytest.raises(StoreUnavailable) as caught:
+            store.load("c1")
+        assert "s3cret" not in str(caught.value) and "***" in str(caught.value)
+    finally:
+        store.close()
+
+
+def test_an_unreachable_redis_is_unavailable_not_a_crash() -> None:
+    """No server at the address: every method raises StoreUnavailable; ping() is False."""
+    store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        assert store.ping() is False
+        for call in (lambda: store.append("c1", "enter", {}), lambda: store.load("c1"),
+                     lambda: store.acquire("c1", "me", 5), lambda: store.claim_due("me"),
+                     lambda: store.calls()):
+            with pytest.raises(StoreUnavailable, match="unreachable"):
+                call()
+    finally:
+        store.close()
+
+
+def test_a_corrupt_entry_is_a_store_error_naming_the_call(url: str) -> None:
+    """A damaged log entry raises StoreError naming the call and the entry."""
+    store = RedisStore.from_url(url)
+    try:
+        store.append("bad-call", "enter", {})
+        store._client.rpush(store._key("log", "bad-call"), "[\"trunc")
+        with pytest.raises(StoreError, match=r"call 'bad-call': log entry 2 .* corrupt"):
+            store.load("bad-call")
+    finally:
+        store.close()
+
+
+def test_retention_gives_finished_calls_a_ttl(url: str) -> None:
+    """With ``retention``, a finished call's keys expire in Redis by themselves; calls() stops
+    listing it, and expire() drops what is left of it."""
+    store = RedisStore.from_url(url, retention=0.2)
+    try:
+        store.append("c1", "enter", {})
+        store.append("c2", "enter", {})
+        store.finish("c1", "hangup")
+        wait_for(lambda: store.load("c1") == [], "the finished call's log to expire")
+        assert [i.session_id for i in store.calls()] == ["c2"]
+        assert store.expire(0.1) == 1
+        assert store._client.zcard(store._key("finished")) == 0
+    finally:
+        store.close()
+
+
+def test_an_active_call_has_no_ttl(url: str) -> None:
+    """Only finished calls expire: a live call's keys have no TTL."""
+    store = RedisStore.from_url(url, retention=60)
+    try:
+        store.append("c1", "enter", {}, key="k")
+        assert store._client.ttl(store._key("log", "c1")) == -1
+        assert store._client.ttl(store._key("keys", "c1")) == -1
+    finally:
+        store.close()
+
+
+def test_redis_restarting_mid_call_the_store_recovers(own_redis: RedisServer) -> None:
+    """Redis stops: calls raise StoreUnavailable and ping() is False; Redis starts again:
+    the same store object works again and its subscriber hears new appends."""
+    store = RedisStore.from_url(own_redis.url + "?prefix=restart:")
+    heard: list[str] = []
+    lock = threading.Lock()
+
+    def hear(session_id: str) -> None:
+        with lock:
+            heard.append(session_id)
+
+    try:
+        store.subscribe(hear)
+        assert store.append("c1", "enter", {}) == 1
+        wait_for(lambda: "c1" in heard, "the subscriber to hear of c1")
+        own_redis.stop()
+        with pytest.raises(StoreUnavailable):
+            store.append("c1", "callback", {})
+        assert store.ping() is False
+        own_redis.start()
+        wait_for(store.ping, "the store to reach the restarted Redis")
+        # The restarted server kept nothing (no persistence): the call starts a new log.
+        assert store.append("c2", "enter", {}) == 1
+        assert store.acquire("c2", "me", 5)
+        wait_for(lambda: "c2" in heard, "the subscriber to hear of c2 after the restart")
+    finally:
+        store.close()
+
+
+def test_a_slow_redis_times_out_within_the_socket_timeout(own_redis: RedisServer) -> None:
+    """A Redis that stops answering (SIGSTOP) makes a call fail with StoreUnavailable after
+    the socket timeout instead of hanging the caller."""
+    store = RedisStore.from_url(own_redis.url + "?socket_timeout=0.3")
+    assert own_redis.process is not None
+    try:
+        assert store.ping()
+        own_redis.process.send_signal(signal.SIGSTOP)
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            store.load("c1")
+        assert time.monotonic() - started < 20  # a guard against hanging, not a timing
+    finally:
+        own_redis.process.send_signal(signal.SIGCONT)
+        store.close()

@@ -100,6 +100,8 @@ class SQLiteStore:
         self.poll_interval = float(poll_interval)
         self._synchronous = synchronous.upper()
         self._idle: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
+        self._pid = os.getpid()
+        self._inherited: list[sqlite3.Connection] = []
         self._pool_size = max(int(pool_size), 1)
         self._lock = threading.Lock()
         self._closed = False
@@ -161,11 +163,26 @@ class SQLiteStore:
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         return conn
 
+    def _forked(self) -> None:
+        """In a child process (a forking server): never touch the parent's connections (SQLite
+        forbids carrying one across fork); keep them unclosed and open new ones."""
+        with self._lock:
+            if os.getpid() == self._pid:
+                return
+            while True:
+                try:
+                    self._inherited.append(self._idle.get_nowait())
+                except queue.Empty:
+                    break
+            self._pid = os.getpid()
+
     @contextmanager
     def _conn(self, write: bool = False) -> Iterator[sqlite3.Connection]:
         """A pooled connection; with ``write``, inside one BEGIN IMMEDIATE transaction."""
         if self._closed:
             raise StoreError(f"the SQLite store {self.path!r} is closed")
+        if os.getpid() != self._pid:
+            self._forked()
         try:
             conn = self._idle.get_nowait()
         except queue.Empty:

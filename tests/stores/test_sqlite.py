@@ -6,6 +6,7 @@ import json
 import os
 import sqlite3
 import threading
+import warnings
 
 import pytest
 
@@ -146,5 +147,28 @@ def test_many_threads_share_a_small_pool(tmp_path: os.PathLike[str]) -> None:
             thread.join(timeout=30)
         assert len(store.calls()) == 20
         assert store._idle.qsize() <= 2
+    finally:
+        store.close()
+
+
+def test_a_forked_child_opens_its_own_connections(tmp_path: os.PathLike[str]) -> None:
+    """A store opened before a fork (a pre-loading server) works in the child: the child never
+    reuses the parent's pooled connections, and the parent's keep working."""
+    store = SQLiteStore(os.path.join(tmp_path, "calls.db"))
+    try:
+        store.append("c1", "enter", {})  # leaves a pooled connection behind
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+            pid = os.fork()
+        if pid == 0:  # the child: exit at once, whatever happens
+            code = 1
+            try:
+                code = 0 if store.append("c1", "callback", {"from": "child"}) == 2 else 3
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        assert [e.data for e in store.load("c1")] == [{}, {"from": "child"}]
+        assert store.append("c1", "note", {}) == 3
     finally:
         store.close()

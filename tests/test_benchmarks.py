@@ -26,6 +26,15 @@ def test_quick_benchmark_run_completes_and_writes_valid_json(tmp_path):
     assert "reaction p50" in done.stdout and "goal:" in done.stdout, done.stdout
     results = json.loads(out.read_text(), parse_constant=lambda name: pytest_fail(name))
     assert results["quick"] is True
+    app_side = results["app_side"]
+    for side in ("ivrscript", "baseline", "floor"):
+        entry = app_side["sides"][side]
+        assert entry["cpu_ms_per_call"]["median"] > 0, side
+        assert entry["calls_per_s"]["median"] > 0, side
+        assert entry["failed"] == 0, f"{side} lost calls against the lean platform"
+        assert entry["reaction_p50_ms"]["median"] > 0, side
+    assert app_side["loopback_limit_exchanges_per_s"] > 0
+    assert "CPU per call" in done.stdout and "ivrscript / floor" in done.stdout
     assert results["limit"]["exchanges_per_s"] > 0
     for concurrency in ("50", "200"):
         entry = results["throughput"][concurrency]

@@ -132,6 +132,14 @@ class Call:
         self.started = time.time()
         self._done = threading.Event()
 
+    def note(self, text: str) -> None:
+        """Record a line of the script's own logic in the transcript (``note    text``).
+
+        Decisions that never reach the platform (a balance looked up, a caller flagged) show in
+        the transcript, and a replay that takes another branch differs from the recording.
+        """
+        self.transcript.add("note", str(text))
+
     def _finish(self, reason: str) -> None:
         if not self.ended:
             self.ended = True

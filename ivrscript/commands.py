@@ -26,9 +26,15 @@ __all__ = [
     "hangup",
     "menu",
     "COMMAND_TYPES",
+    "MASK",
 ]
 
 _PATTERN = re.compile(r"^[0-9*#xX]+$")
+
+# No IVR waits this long for keys: a value above is milliseconds passed as seconds.
+MAX_TIMEOUT = 600.0
+MAX_INTER_DIGIT_TIMEOUT = 60.0
+MASK = "****"  # what transcripts, logs and reprs show for the keys of a sensitive collect
 
 
 def _media_tuple(name: str, media: Iterable[str] | str | None) -> tuple[str, ...]:
@@ -44,14 +50,23 @@ def _media_tuple(name: str, media: Iterable[str] | str | None) -> tuple[str, ...
     return items
 
 
-def _seconds(name: str, value: Any, *, allow_zero: bool = False) -> float:
+def time_limit_message(name: str, value: float, limit: float) -> str:
+    """The one sentence for a time beyond what an IVR means (the loader's check uses it too)."""
+    if value >= 120:
+        length = f"{value / 60:g} minutes"
+    else:
+        length = f"{value:g} seconds"
+    return (f"{name}={value!r} is in SECONDS, so it means {length}, more than the "
+            f"{limit:g} s an IVR waits (did you pass milliseconds?)")
+
+
+def _seconds(name: str, value: Any, *, limit: float = MAX_TIMEOUT) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{name} must be a number of seconds, got {value!r}")
-    if value < 0 or (value == 0 and not allow_zero):
+    if not value > 0:
         raise ValueError(f"{name} must be more than 0 seconds, got {value!r}")
-    if value > 3600:
-        raise ValueError(f"{name} is in SECONDS; {value!r} s is more than an hour "
-                         "(did you pass milliseconds?)")
+    if value > limit:
+        raise ValueError(time_limit_message(name, value, limit))
     return float(value)
 
 
@@ -110,6 +125,7 @@ class Collect:
     terminator: str | None = "#"
     reset_input: bool = True
     prompt: tuple[str, ...] = ()
+    sensitive: bool = False  # the keys are secret: shown as **** outside the script
 
     def __post_init__(self) -> None:
         if self.terminator not in (None, "#", "*"):
@@ -119,6 +135,8 @@ class Collect:
         text = " ".join(self.patterns)
         if self.prompt:
             text += f" (prompt {' '.join(self.prompt)})"
+        if self.sensitive:
+            text += " (sensitive)"
         return text
 
 
@@ -169,10 +187,20 @@ class Menu:
     invalid: tuple[str, ...] = ()
     no_input: tuple[str, ...] = ()
     inter_digit_timeout: float = field(default=2.0)
+    sensitive: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.tries, bool) or not isinstance(self.tries, int) or self.tries < 1:
             raise ValueError(f"tries must be a whole number >= 1, got {self.tries!r}")
+        keys = set("".join(self.choices))
+        if "#" in keys and "*" in keys:
+            raise ValueError(f"menu choices {list(self.choices)!r} use both '#' and '*': the "
+                             "menu's collect needs one of them as its terminator")
+
+    @property
+    def terminator(self) -> str:
+        """The key that ends the menu's input: '#', or '*' when '#' is one of the choices."""
+        return "*" if "#" in "".join(self.choices) else "#"
 
     def __iter__(self) -> Iterator[Any]:
         return self.run()
@@ -181,7 +209,8 @@ class Menu:
         for attempt in range(1, self.tries + 1):
             digits = yield Collect(self.choices, timeout=self.timeout,
                                    inter_digit_timeout=self.inter_digit_timeout,
-                                   terminator=None, prompt=self.prompt)
+                                   terminator=self.terminator, prompt=self.prompt,
+                                   sensitive=self.sensitive)
             if digits.matched:
                 return str(digits)
             if attempt == self.tries:
@@ -203,25 +232,50 @@ class Digits(str):
     """The keys a collect got: a ``str`` with ``.status`` and ``.matched``.
 
     ``status`` is ``"Completed"`` (the keys matched a pattern), ``"Not Found"`` (they matched
-    none) or ``"Timeout"`` (too few keys in time).
+    none) or ``"Timeout"`` (too few keys in time). The keys of a ``sensitive`` collect reach
+    the script unchanged, but ``repr()`` (tracebacks, logs) and :meth:`shown` mask them.
     """
 
     status: str
+    sensitive: bool
 
-    def __new__(cls, digits: str = "", status: str = "Completed") -> Digits:
+    def __new__(cls, digits: str = "", status: str = "Completed", *,
+                sensitive: bool = False) -> Digits:
         obj = super().__new__(cls, digits)
         obj.status = status
+        obj.sensitive = bool(sensitive)
         return obj
 
     @property
     def matched(self) -> bool:
         return self.status == "Completed"
 
+    def shown(self) -> str:
+        """The keys as logs and transcripts may show them: ``****`` when sensitive."""
+        return MASK if self.sensitive and str(self) else str(self)
+
+    def transcript_line(self) -> str:
+        """The details of the transcript's result line: ``'1234' Completed``."""
+        return f"{self.shown()!r} {self.status}"
+
     def __repr__(self) -> str:
-        return f"Digits({str(self)!r}, status={self.status!r})"
+        extra = ", sensitive=True" if self.sensitive else ""
+        return f"Digits({self.shown()!r}, status={self.status!r}{extra})"
 
     def __reduce__(self) -> tuple[Any, ...]:
+        if self.sensitive:
+            return (_sensitive_digits, (str(self), self.status))
         return (Digits, (str(self), self.status))
+
+
+def _sensitive_digits(digits: str, status: str) -> Digits:
+    return Digits(digits, status, sensitive=True)
+
+
+def collect_result(command: Collect | None, digits: str, status: str) -> Digits:
+    """The :class:`Digits` a collect's update gives the script (masked outside it if the
+    collect was ``sensitive``)."""
+    return Digits(digits, status, sensitive=bool(command is not None and command.sensitive))
 
 
 @dataclass(frozen=True)
@@ -257,18 +311,23 @@ def play(*media: str, interrupt_by_dtmf: bool = False, repeat: int = 1) -> Play:
 
 def collect(patterns: str | Iterable[str], *, timeout: float = 10.0,
             inter_digit_timeout: float = 3.0, terminator: str | None = "#",
-            reset_input: bool = True, prompt: str | Iterable[str] | None = None) -> Collect:
+            reset_input: bool = True, prompt: str | Iterable[str] | None = None,
+            sensitive: bool = False) -> Collect:
     """Collect keys matching one of ``patterns`` (digits, ``*``, ``#``, ``x`` = any digit).
 
-    Times are SECONDS. Resumes with :class:`Digits` (``.status``, ``.matched``).
+    Times are SECONDS (``timeout`` at most 600, ``inter_digit_timeout`` at most 60). The request
+    carries ``terminator`` (``"#"`` or ``"*"``); ``None`` sends none, which leaves the
+    platform's default ``#``. ``sensitive=True`` (a PIN): the script gets the keys, the
+    transcript, logs and reprs show ``****``. Resumes with :class:`Digits`.
     """
     return Collect(
         _patterns(patterns),
         _seconds("timeout", timeout),
-        _seconds("inter_digit_timeout", inter_digit_timeout),
+        _seconds("inter_digit_timeout", inter_digit_timeout, limit=MAX_INTER_DIGIT_TIMEOUT),
         terminator,
         bool(reset_input),
         _media_tuple("collect(prompt=...)", prompt),
+        bool(sensitive),
     )
 
 
@@ -289,16 +348,18 @@ def hangup() -> Hangup:
 
 def menu(prompt: str | Iterable[str], choices: Iterable[str], *, tries: int = 3,
          timeout: float = 5.0, invalid: str | Iterable[str] | None = None,
-         no_input: str | Iterable[str] | None = None) -> Menu:
-    """Ask for one of ``choices`` (key strings; no terminator, so ``#``/``*`` can be choices).
+         no_input: str | Iterable[str] | None = None, sensitive: bool = False) -> Menu:
+    """Ask for one of ``choices`` (key strings).
 
     Plays ``prompt`` with barge-in; on no input plays ``no_input``, on a wrong key ``invalid``
     (each if given) and asks again, ``tries`` times in all. Returns the choice, or ``None``
-    after the last failed try. Use as ``choice = yield ivr.menu(...)``.
+    after the last failed try. Use as ``choice = yield ivr.menu(...)``. The collect's
+    terminator is ``#``, or ``*`` when ``#`` is a choice's key; choices using both are a
+    ``ValueError``. ``sensitive=True`` masks the keys as :func:`collect` does.
     """
     prompt_media = _media_tuple("menu() prompt", prompt)
     if not prompt_media:
         raise ValueError("menu() needs a prompt")
     return Menu(prompt_media, _patterns(choices), tries, _seconds("timeout", timeout),
                 _media_tuple("menu(invalid=...)", invalid),
-                _media_tuple("menu(no_input=...)", no_input))
+                _media_tuple("menu(no_input=...)", no_input), sensitive=bool(sensitive))

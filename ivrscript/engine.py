@@ -17,15 +17,15 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-import traceback
 import types
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
 from .call import RESULT, Call
-from .commands import Collect, Digits, Forward, Hangup, Menu, Play, PlayResult
+from .commands import Collect, Forward, Hangup, Menu, Play, PlayResult, collect_result
 from .errors import CallEnded, CommandFailed, PlatformError
+from .tracebacks import script_traceback
 
 __all__ = [
     "CallEngine",
@@ -509,10 +509,10 @@ class CallEngine:
                     log.info("call %s: early Collect Timeout (%.3fs of %.3fs) ignored",
                              self.call.session_id, arrived - pending.sent_at, expected)
                     return []
-        self._waiting = None
+        command, self._waiting = self._waiting, None
         self._collect = None
-        digits = Digits(u.digits or "", u.status)
-        self.call.transcript.add(RESULT, f"{str(digits)!r} {u.status}", digits=str(digits),
+        digits = collect_result(command, u.digits or "", u.status)
+        self.call.transcript.add(RESULT, digits.transcript_line(), digits=digits.shown(),
                                  status=u.status)
         actions: list[Action] = []
         if self._prompt_open and self._prompt_id is not None:
@@ -588,7 +588,7 @@ class CallEngine:
         if c.error is None:
             c.error = error
         self._close_stack()
-        text = "".join(traceback.format_exception(error)).rstrip()
+        text = script_traceback(error)
         log.error("call %s: the script raised %s", c.session_id, text)
         c.transcript.add("error", text, error=repr(error))
         if c.ended:

@@ -63,10 +63,10 @@ from baseline import BaselineApp, loopback_rate  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Plays near-instant through short media (remote URIs last ``default_media_seconds``) rather
-# than a large ``speed``, which would also shorten the collect's timeout (at most an hour).
+# than a large ``speed``, which would also shorten the collect's timeout (at most 10 minutes).
 SPEED = 1.0
 MEDIA_SECONDS = 0.0002
-COLLECT_TIMEOUT = 3600.0  # seconds: nobody times out while parked
+COLLECT_TIMEOUT = 600.0  # seconds (the most collect() takes): nobody times out while parked
 WELCOME = "https://media.example/welcome.wav"
 PROMPT = "https://media.example/enter-pin.wav"
 THANKS = "https://media.example/thanks.wav"

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Call", "Transcript", "TranscriptEvent", "mask_number"]
+__all__ = ["Call", "Transcript", "TranscriptEvent", "mask_number", "sensitive_collect"]
 
 log = logging.getLogger("ivrscript.call")
 
@@ -157,6 +157,18 @@ class Call:
     def __repr__(self) -> str:
         state = f"ended {self.end_reason}" if self.ended else "in progress"
         return f"<Call {self.session_id} from {mask_number(self.caller)} {state}>"
+
+
+def sensitive_collect(call: Call | None, index: int | None = None) -> bool:
+    """Whether the ``index``-th collect (0-based; None: any) the call's script issued was
+    ``sensitive``: a view of the caller's side (the terminal phone, the keypad) masks the keys
+    then."""
+    if call is None:
+        return False
+    collects = [e.data.get("command") for e in call.transcript if e.kind == "collect"]
+    if index is None or index >= len(collects):  # not seen yet: be safe
+        return any(getattr(c, "sensitive", False) for c in collects)
+    return bool(getattr(collects[index], "sensitive", False))
 
 
 def mask_number(number: str | None) -> str:

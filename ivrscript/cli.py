@@ -26,9 +26,9 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any, TextIO
 
-from .call import Call, TranscriptEvent
+from .call import Call, TranscriptEvent, sensitive_collect
 from .errors import ConfigError, IvrError, ReplayMismatch
-from .loader import NotYieldedWarning, load_script_file
+from .loader import ScriptWarning, load_script_file
 
 __all__ = ["main", "build_parser", "check_port_free"]
 
@@ -56,8 +56,9 @@ examples:
   python -m ivrscript examples/pin.py --replay recordings/call.yaml
   python -m ivrscript.simulator     # a fake RingCentral to point live mode at (see README)
 
-exit status: 0 done, 1 replay mismatch (or, on the simulator, a failed --call), 2 bad
-input or set-up, 130 interrupted (Ctrl-C or SIGTERM).
+exit status: 0 done, 1 the script raised (or a prompt was missing) on the simulator, a
+replay mismatch or a failed --call, 2 bad input or set-up (with --strict also a warning
+about the script), 130 interrupted (Ctrl-C or SIGTERM).
 """
 
 
@@ -98,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--replay", metavar="CASSETTE",
                         help="re-run the script against a recorded call and print its "
                              "transcript, or the mismatch (exit 1)")
+    parser.add_argument("--strict", action="store_true",
+                        help="a warning about the script (a sub-flow or command not yielded, "
+                             "a missing prompt, ...) is an error: exit 2 before any call")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log what the app does (INFO) on stderr")
     return parser
@@ -148,7 +152,7 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
 
 
 def _run(args: argparse.Namespace, stdin: TextIO, out: TextIO, err: TextIO) -> int:
-    script = _load(args.script, err)
+    script = _load(args.script, err, strict=args.strict)
     if args.replay:
         return _replay(args.replay, script, out, err)
     from .ringcentral import RingCentral
@@ -207,17 +211,19 @@ def _sigterm_as_interrupt() -> Callable[[], None]:
     return lambda: signal.signal(signal.SIGTERM, previous)
 
 
-def _load(spec: str, err: TextIO) -> Any:
+def _load(spec: str, err: TextIO, strict: bool = False) -> Any:
     """Load and check the script; print warnings (unyielded commands) as readable lines."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         script, _module = load_script_file(spec)
     for warning in caught:
-        if issubclass(warning.category, NotYieldedWarning):
+        if issubclass(warning.category, ScriptWarning):
             print(f"warning: {warning.message}", file=err, flush=True)
         else:
             print(f"warning: {warning.filename}:{warning.lineno}: {warning.message}", file=err,
                   flush=True)
+    if strict and any(issubclass(w.category, ScriptWarning) for w in caught):
+        raise _Usage("--strict: the warnings above about the script are errors")
     return script
 
 
@@ -225,7 +231,7 @@ def _make_app(script: Any, **kwargs: Any) -> Any:
     from .app import App
 
     with warnings.catch_warnings():  # already reported by _load
-        warnings.simplefilter("ignore", NotYieldedWarning)
+        warnings.simplefilter("ignore", ScriptWarning)
         return App(script, **kwargs)
 
 
@@ -334,6 +340,8 @@ class _SimulatorMode:
         self.pending: collections.deque[str] = collections.deque()
         self.eof = False
         self.phone: Any = None
+        self.app: Any = None
+        self.listens = 0  # collects the phone has heard: to mask a sensitive one's keys
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -374,6 +382,7 @@ class _SimulatorMode:
             self.phone = sim.phone(call.session_id)
         else:
             self.phone = sim.call(app)
+        self.app = app
         _read_lines(self.stdin, self.inbox)
         self._loop()
         call = next((c for c in app.calls if c.session_id == self.phone.session_id), None)
@@ -385,7 +394,7 @@ class _SimulatorMode:
         except IvrError as error:
             print(f"ivrscript: {error}", file=self.err, flush=True)
         self._print_transcript(call)
-        return EXIT_OK
+        return EXIT_FAILED if call.error is not None else EXIT_OK
 
     def _loop(self) -> None:
         phone = self.phone
@@ -443,6 +452,12 @@ class _SimulatorMode:
 
     def _show(self, event: Any) -> None:
         kind, details = event.kind, event.details
+        if kind == "listen":
+            self.listens += 1
+        if kind in ("keys", "collected") and sensitive_collect(next(
+                (c for c in self.app.calls if c.session_id == self.phone.session_id), None),
+                self.listens - 1):
+            details = "'****' " + details.rsplit(" ", 1)[-1] if kind == "collected" else "****"
         if kind == "ring":
             self.say(f"Ringing the app: {details}")
         elif kind == "play":

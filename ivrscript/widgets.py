@@ -30,7 +30,7 @@ from typing import Any
 
 import ipywidgets as w
 
-from .call import Call, TranscriptEvent
+from .call import Call, TranscriptEvent, sensitive_collect
 from .errors import IvrError
 
 __all__ = ["Dashboard", "Keypad", "CallView"]
@@ -426,7 +426,8 @@ class Keypad(w.VBox):
                                                    "</span>")
             line = f"{play} &middot; {listen}"
         if phone is not None and self.keys_pressed:
-            line += f" &middot; keys <code>{html.escape(self.keys_pressed)}</code>"
+            keys = "****" if sensitive_collect(self.call) else self.keys_pressed
+            line += f" &middot; keys <code>{html.escape(keys)}</code>"
         if self._message:
             line += f"<br><i>{html.escape(self._message)}</i>"
         _set(self.status, value=line)

@@ -297,7 +297,8 @@ def test_unyielded_command_is_a_readable_warning(tmp_path: Any) -> None:
     """A command built but not yielded is one 'warning: file:line: ...' line, and the call
     still runs."""
     path = write(tmp_path, "slip.py", "import ivrscript as ivr\n\ndef main(call):\n"
-                                      "    ivr.play('x.wav')\n    yield ivr.hangup()\n")
+                                      "    ivr.play('https://media.example/x.wav')\n"
+                                      "    yield ivr.hangup()\n")
     done = run_cli(tmp_path, path, "--speed", "20")
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stderr.strip() == (f"warning: {path}:4: play(...) is built but not yielded, so "

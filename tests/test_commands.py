@@ -48,6 +48,32 @@ def test_times_are_seconds():
         ivr.collect("x", timeout=0)
 
 
+@pytest.mark.parametrize(("build", "text"), [
+    (lambda: ivr.collect("x", timeout=3000), "timeout=3000 is in SECONDS, so it means 50 min"),
+    (lambda: ivr.collect("x", timeout=601), "more than the 600 s an IVR waits"),
+    (lambda: ivr.collect("x", inter_digit_timeout=2000), "inter_digit_timeout=2000 is in SEC"),
+    (lambda: ivr.collect("x", inter_digit_timeout=61), "more than the 60 s an IVR waits"),
+    (lambda: ivr.menu("m.wav", ["1"], timeout=5000), "timeout=5000 is in SECONDS"),
+])
+def test_times_no_ivr_means_are_rejected_as_milliseconds(build, text):
+    """Over 10 minutes (timeout) or 60 s (between keys) is a ValueError when the command is
+    built, asking whether milliseconds were passed; the limits themselves are fine."""
+    with pytest.raises(ValueError, match="did you pass milliseconds") as caught:
+        build()
+    assert text in str(caught.value)
+    assert ivr.collect("x", timeout=600, inter_digit_timeout=60).timeout == 600
+
+
+def test_sensitive_digits_repr_is_masked():
+    """repr() of sensitive Digits (a KeyError's message, a log line) shows ****; the value
+    is the keys."""
+    pin = ivr.Digits("9876", "Completed", sensitive=True)
+    assert pin == "9876" and str(pin) == "9876" and "9876" not in repr(pin)
+    assert "9876" not in str(KeyError(pin)) and "****" in str(KeyError(pin))
+    assert repr(ivr.Digits("12")) == "Digits('12', status='Completed')"
+    assert ivr.collect("xxxx", sensitive=True).describe() == "xxxx (sensitive)"
+
+
 def test_digits_is_a_str_with_status():
     """Digits compare as strings and know whether they matched."""
     d = ivr.Digits("1234", "Completed")
@@ -56,11 +82,27 @@ def test_digits_is_a_str_with_status():
 
 
 def test_menu_is_iterable_for_yield_from():
-    """menu() can be delegated to with `yield from`."""
+    """menu() can be delegated to with `yield from`; with '#' as a choice its terminator is
+    '*'."""
     m = ivr.menu("m.wav", ["1", "#"])
     first = next(iter(m))
-    assert isinstance(first, ivr.Collect) and first.terminator is None
+    assert isinstance(first, ivr.Collect) and first.terminator == "*"
     assert first.patterns == ("1", "#")
+
+
+@pytest.mark.parametrize(("choices", "terminator"), [
+    (["1", "2"], "#"), (["1", "*"], "#"), (["#", "0"], "*"), (["1#"], "*")])
+def test_menu_terminator_is_not_a_choice_key(choices, terminator):
+    """The menu's collect carries '#', else '*' when '#' is a choice's key."""
+    assert next(iter(ivr.menu("m.wav", choices))).terminator == terminator
+
+
+def test_menu_choices_using_both_terminators_are_a_value_error():
+    """Choices using both '#' and '*' leave no key to end the input: ValueError when built."""
+    with pytest.raises(ValueError, match="both '#' and"):
+        ivr.menu("m.wav", ["#", "*"])
+    with pytest.raises(ValueError, match="both '#' and"):
+        ivr.Menu(("m.wav",), ("1*", "2#"))
 
 
 def test_public_names_match_all():

@@ -9,6 +9,7 @@ import pytest
 import requests
 
 import ivrscript as ivr
+from ivrscript.loader import PromptWarning
 
 from .conftest import example
 
@@ -164,7 +165,8 @@ def test_missing_media_is_command_failed_naming_path(sim, make_app):
         except ivr.CommandFailed as e:
             seen.append(str(e))
 
-    app = make_app(main)
+    with pytest.warns(PromptWarning, match="prompt file not found: 'prompts/nope.wav'"):
+        app = make_app(main)  # warned before any call, as a literal path
     finish(app, sim.call(app))
     assert "prompts/nope.wav" in seen[0]
 

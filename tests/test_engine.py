@@ -275,7 +275,7 @@ def test_menu_wrong_key_then_right_one():
 
     d = Driver(main).start()
     first = d.last("collect")
-    assert first.args["terminator"] is None and first.args["patterns"] == ["1", "2"]
+    assert first.args["terminator"] == "#" and first.args["patterns"] == ["1", "2"]
     d.collect_done("7", "Not Found", after=1)
     assert d.last("play").args["uris"] == ["https://x/bad.wav"]
     d.play_done()

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import sys
-import wave
 import warnings
+import wave
 from typing import Any
 
 import pytest

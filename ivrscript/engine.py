@@ -450,7 +450,7 @@ class CallEngine:
         key = (u.command, u.command_id, u.status, u.digits)
         if u.command_id is not None:
             if key in self._seen:
-                log.debug("duplicate update ignored: %s", key)
+                log.debug("duplicate update ignored: %s", key[:3])  # no keys: they may be secret
                 return []
             self._seen.add(key)
         if self._phase != "running":

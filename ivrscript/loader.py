@@ -231,8 +231,10 @@ class _Checker:
     """Walks the functions an entry function reaches in its own folder, collecting slips."""
 
     def __init__(self, entry: FunctionType) -> None:
-        self.folder = _source_dir(entry)
-        self.media_dirs = [self.folder] if self.folder else []
+        # A notebook's cells are files that do not exist, all in one folder (or "<cell>").
+        self.folder = os.path.dirname(os.path.abspath(entry.__code__.co_filename))
+        folder = _source_dir(entry)
+        self.media_dirs = [folder] if folder else []
         self.slips: list[Slip] = []
         self._done: set[CodeType] = set()
         self._todo: list[FunctionType] = [entry]
@@ -251,8 +253,7 @@ class _Checker:
         path = obj.__code__.co_filename
         if path.startswith("<"):  # a notebook cell or the interpreter: the user's own
             return obj
-        return obj if self.folder and os.path.dirname(os.path.abspath(path)) == self.folder \
-            else None
+        return obj if os.path.dirname(os.path.abspath(path)) == self.folder else None
 
     def _check(self, fn: FunctionType) -> None:
         if fn.__code__ in self._done:
@@ -315,8 +316,8 @@ class _Checker:
             shown = f"{func.value.id}.{func.attr}"
         else:
             return ("", "")
-        ours = self._ours(obj) if obj is not _MISSING else None
-        if ours is not None and inspect.isgeneratorfunction(ours):
+        # The object itself, not what it wraps: @contextmanager's function is no sub-flow.
+        if self._ours(obj) is not None and inspect.isgeneratorfunction(obj):
             return ("subflow", shown)
         command = _command_name(node)
         if command and (obj is _MISSING or getattr(obj, "__module__", "") ==

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 import wave
@@ -287,3 +288,39 @@ def test_slips_fail_a_test_under_filterwarnings_error(tmp_path):
         warnings.simplefilter("error")
         with pytest.raises(NotYieldedWarning, match="always true"):
             load_script_file(str(script))
+
+
+def test_decorated_generators_and_plain_iteration_are_not_subflows(tmp_path):
+    """A @contextmanager function in `with`, a generator helper passed to list() or iterated
+    in a for loop: no warning."""
+    script = tmp_path / "helpers_ok.py"
+    script.write_text(
+        "import contextlib\nimport ivrscript as ivr\n\n\n@contextlib.contextmanager\n"
+        "def timer(call):\n    yield\n\n\ndef keys(text):\n    yield from text\n\n\n"
+        "def main(call):\n    with timer(call):\n        yield ivr.hangup()\n"
+        "    call.data['k'] = list(keys('12'))\n    for key in keys('34'):\n"
+        "        call.data[key] = 1\n")
+    assert _load(script) == []
+
+
+def test_cells_of_a_notebook_are_one_script(tmp_path):
+    """Functions defined in other cells of a notebook (files that do not exist, in one folder,
+    their source in linecache as IPython keeps it) are checked as the script's own."""
+    import linecache
+
+    namespace: dict[str, Any] = {"ivr": ivr}
+    cells = {str(tmp_path / "ipykernel_1" / "101.py"):
+             "def ask(call):\n    ivr.play('https://media.example/x.wav')\n"
+             "    yield ivr.collect('x')\n",
+             str(tmp_path / "ipykernel_1" / "102.py"):
+             "def main(call):\n    ask(call)\n    yield ivr.hangup()\n"}
+    try:
+        for name, source in cells.items():
+            linecache.cache[name] = (len(source), None, source.splitlines(True), name)
+            exec(compile(source, name, "exec"), namespace)
+        slips = check_script(namespace["main"], warn=False)
+    finally:
+        for name in cells:
+            linecache.cache.pop(name, None)
+    assert [(os.path.basename(s.filename), s.line, s.name) for s in slips] == [
+        ("101.py", 2, "play"), ("102.py", 2, "ask")]

@@ -247,12 +247,15 @@ class _Checker:
 
     def _ours(self, obj: Any) -> FunctionType | None:
         """``obj`` as a function of the script's own code (same file or folder), or None."""
-        obj = inspect.unwrap(obj) if callable(obj) else obj
+        try:
+            obj = inspect.unwrap(obj) if callable(obj) else obj
+        except ValueError:  # a loop of __wrapped__
+            return None
         if not isinstance(obj, FunctionType) or obj.__code__.co_name == "<lambda>":
             return None
         path = obj.__code__.co_filename
-        if path.startswith("<"):  # a notebook cell or the interpreter: the user's own
-            return obj
+        if path.startswith("<"):  # a cell or the interpreter is the user's; <frozen os> not
+            return None if path.startswith("<frozen") else obj
         return obj if os.path.dirname(os.path.abspath(path)) == self.folder else None
 
     def _check(self, fn: FunctionType) -> None:
@@ -290,9 +293,7 @@ class _Checker:
                     self.slips.append(slip)
                 self.slips.extend(self._literal_slips(node, name, filename, line))
             elif isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name):
-                module = env.get(node.func.value.id)
-                if isinstance(module, ModuleType):
-                    self._reach(getattr(module, node.func.attr, None))
+                self._reach(_module_attribute(env.get(node.func.value.id), node.func.attr))
 
     def _reach(self, obj: Any) -> None:
         fn = self._ours(obj)
@@ -306,13 +307,13 @@ class _Checker:
         obj: Any = None
         if isinstance(func, ast.Name):
             if func.id in local_defs:
-                return ("subflow" if _is_generator_def(local_defs[func.id]) else "", func.id)
+                local = local_defs[func.id]
+                undecorated = not getattr(local, "decorator_list", None)
+                return ("subflow" if undecorated and _is_generator_def(local) else "", func.id)
             obj = env.get(func.id, _MISSING)
             shown = func.id
         elif isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
-            owner = env.get(func.value.id)
-            obj = getattr(owner, func.attr, _MISSING) if isinstance(owner, ModuleType) \
-                else _MISSING
+            obj = _module_attribute(env.get(func.value.id), func.attr)
             shown = f"{func.value.id}.{func.attr}"
         else:
             return ("", "")
@@ -365,6 +366,16 @@ class _Checker:
 
 
 _MISSING = object()
+
+
+def _module_attribute(owner: Any, name: str) -> Any:
+    """``owner.name`` if ``owner`` is a module that has it, else _MISSING."""
+    if not isinstance(owner, ModuleType):
+        return _MISSING
+    try:
+        return getattr(owner, name, _MISSING)
+    except Exception:  # a module's own __getattr__ failing is not the script's mistake
+        return _MISSING
 
 
 def _literal_strings(node: ast.AST) -> Iterator[str]:

@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from types import CodeType, FunctionType, ModuleType
 from typing import Any
 
+from . import commands
 from .commands import MAX_INTER_DIGIT_TIMEOUT, MAX_TIMEOUT, time_limit_message
 from .errors import ConfigError
-from .media import find_media, is_remote, prompt_problem
+from .media import find_media, first_report, is_remote, prompt_problem
 
 __all__ = ["check_script", "find_unyielded", "load_script_file", "NotYieldedWarning",
            "PromptWarning", "ScriptLoadError", "ScriptWarning", "TimeUnitWarning"]
@@ -320,11 +321,10 @@ class _Checker:
         # The object itself, not what it wraps: @contextmanager's function is no sub-flow.
         if self._ours(obj) is not None and inspect.isgeneratorfunction(obj):
             return ("subflow", shown)
+        if _is_builder(obj):
+            return ("command", obj.__name__)
         command = _command_name(node)
-        if command and (obj is _MISSING or getattr(obj, "__module__", "") ==
-                        "ivrscript.commands"):
-            return ("command", command)
-        return ("", "")
+        return ("command", command) if command and obj is _MISSING else ("", "")
 
     def _literal_slips(self, node: ast.Call, name: str, filename: str, line: int) -> list[Slip]:
         """Literal prompt paths and times of a command: missing files, unplayable audio,
@@ -362,10 +362,19 @@ class _Checker:
         if path is None:
             places = ", ".join(dict.fromkeys([*self.media_dirs, os.getcwd()]))
             return f"prompt file not found: {ref!r} (looked in {places})"
-        return prompt_problem(path)
+        problem = prompt_problem(path)
+        if problem:
+            first_report(path)  # warned here: the first play need not log it again
+        return problem
 
 
 _MISSING = object()
+
+
+def _is_builder(obj: Any) -> bool:
+    """Whether ``obj`` is one of ivrscript's command builders (``ivr.play``, ...)."""
+    return (isinstance(obj, FunctionType) and obj.__module__ == commands.__name__
+            and obj.__name__ in commands.__all__)
 
 
 def _module_attribute(owner: Any, name: str) -> Any:

@@ -38,6 +38,24 @@ def find_media(ref: str, search_dirs: Sequence[str | None] = ()) -> str | None:
     return None
 
 
+_reported: set[tuple[str, float]] = set()  # (path, mtime) of problems said once already
+_reported_lock = threading.Lock()
+
+
+def first_report(path: str) -> bool:
+    """True the first time a prompt file's problem is reported in this process (the loader's
+    check before any call, or the first play): it is said once, not at every call."""
+    try:
+        key = (os.path.abspath(path), os.path.getmtime(path))
+    except OSError:
+        return True
+    with _reported_lock:
+        if key in _reported:
+            return False
+        _reported.add(key)
+        return True
+
+
 def prompt_problem(path: str) -> str | None:
     """One sentence if the platform cannot play ``path`` well (not an 8 kHz mono PCM WAV,
     unreadable), naming the file, what it is and the fix; None for a good prompt."""
@@ -133,7 +151,7 @@ class MediaLibrary:
                 return known
         seconds = wav_seconds(path)
         problem = prompt_problem(path)
-        if problem:
+        if problem and first_report(path):
             log.warning("%s", problem)
         ctype = mimetypes.guess_type(path)[0] or "application/octet-stream"
         if path.lower().endswith(".wav"):

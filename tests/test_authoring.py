@@ -165,6 +165,24 @@ def test_unplayable_prompt_is_logged_when_first_resolved(sim, make_app, tmp_path
     assert "python -m ivrscript prompts convert" in warned[0]
 
 
+def test_a_prompt_warned_at_load_is_not_logged_again_when_played(sim, make_app, tmp_path,
+                                                                  caplog):
+    """A literal prompt found unplayable before any call is said once: not again at its first
+    play."""
+    script = tmp_path / "literal_bad.py"
+    (tmp_path / "hold.wav").write_text("just text\n")
+    script.write_text("import ivrscript as ivr\n\n\ndef main(call):\n"
+                      "    yield ivr.play('hold.wav')\n")
+    from ivrscript.loader import PromptWarning, load_script_file
+
+    with pytest.warns(PromptWarning, match="is a text file"):
+        main, _ = load_script_file(str(script))
+        app = make_app(main)
+    with caplog.at_level(logging.WARNING, logger="ivrscript.media"):
+        finish(app, sim.call(app))
+    assert [r for r in caplog.records if r.name == "ivrscript.media"] == []
+
+
 # -- terminators -----------------------------------------------------------------------------
 
 

@@ -324,3 +324,14 @@ def test_cells_of_a_notebook_are_one_script(tmp_path):
             linecache.cache.pop(name, None)
     assert [(os.path.basename(s.filename), s.line, s.name) for s in slips] == [
         ("101.py", 2, "play"), ("102.py", 2, "ask")]
+
+
+def test_a_builder_imported_under_another_name_is_still_a_command():
+    """`from ivrscript import hangup as bye`, then `bye()` alone on a line: warned."""
+    from ivrscript import hangup as bye
+
+    def main(call):
+        bye()
+        yield ivr.play("https://media.example/x.wav")
+
+    assert [s.name for s in check_script(main, warn=False)] == ["hangup"]

@@ -132,6 +132,13 @@ class Call:
         self.started = time.time()
         self._done = threading.Event()
 
+    @property
+    def failed(self) -> bool:
+        """Whether the script raised, or a local prompt was missing (even one it caught): what
+        makes the CLI exit 1."""
+        return self.error is not None or any(
+            e.data.get("failure") == "PromptNotFound" for e in self.transcript)
+
     def note(self, text: str) -> None:
         """Record a line of the script's own logic in the transcript (``note    text``).
 

@@ -394,7 +394,7 @@ class _SimulatorMode:
         except IvrError as error:
             print(f"ivrscript: {error}", file=self.err, flush=True)
         self._print_transcript(call)
-        return EXIT_FAILED if call.error is not None else EXIT_OK
+        return EXIT_FAILED if call.failed else EXIT_OK
 
     def _loop(self) -> None:
         phone = self.phone

@@ -435,7 +435,7 @@ class CallEngine:
 
     def _fail_waiting(self, error: CommandFailed) -> list[Action]:
         self._reset_waits()
-        self.call.transcript.add(RESULT, f"failed: {error}")
+        self.call.transcript.add(RESULT, f"failed: {error}", failure=type(error).__name__)
         return self._step(None, error)
 
     def _reset_waits(self) -> None:

@@ -250,6 +250,22 @@ def test_cli_exits_1_when_the_script_raised(tmp_path):
     assert fine.returncode == 0, fine.stderr
 
 
+def test_cli_exits_1_when_a_prompt_was_missing_even_if_caught(tmp_path):
+    """A missing prompt the script caught (and went on) still fails the smoke test."""
+    result = _cli(tmp_path, """\
+        import ivrscript as ivr
+
+        def main(call):
+            name = "welcome"
+            try:
+                yield ivr.play(f"prompts/{name}.wav")
+            except ivr.CommandFailed:
+                yield ivr.play("https://media.example/fallback.wav")
+        """)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "-> failed: prompt file not found: 'prompts/welcome.wav'" in result.stdout
+
+
 def test_cli_strict_makes_a_script_warning_exit_2_before_any_call(tmp_path):
     """--strict: the bank script's `ok = ask_pin(call)` is an error (exit 2), no call made;
     without it the warning is printed and the call runs."""

@@ -45,7 +45,7 @@ def test_sensitive_keys_reach_the_script_but_not_transcript_logs_or_tracebacks(
 
     app = make_app(main)
     phone = sim.call(app)
-    with caplog.at_level(logging.INFO, logger="ivrscript"):
+    with caplog.at_level(logging.DEBUG, logger="ivrscript"):
         phone.press("9876")
         call = finish(app, phone)
     assert got == [("9876", "Digits('****', status='Completed', sensitive=True)")]

@@ -39,7 +39,7 @@ def test_sensitive_keys_reach_the_script_but_not_transcript_logs_or_tracebacks(
     got = []
 
     def main(call):
-        pin = yield ivr.collect("xxxx", timeout=5, sensitive=True)
+        pin = yield ivr.collect("xxxx", timeout=100, sensitive=True)
         got.append((str(pin), repr(pin)))
         raise KeyError(pin)  # a lookup that failed, with the PIN as the key
 
@@ -61,7 +61,7 @@ def test_sensitive_menu_masks_the_choice(sim, make_app):
     got = []
 
     def main(call):
-        got.append((yield ivr.menu("https://media.example/m.wav", ["7", "8"],
+        got.append((yield ivr.menu("https://media.example/m.wav", ["7", "8"], timeout=100,
                                    sensitive=True)))
 
     app = make_app(main)
@@ -116,7 +116,7 @@ def test_script_traceback_shows_the_scripts_frames_only(sim, make_app, caplog):
         return {}["account"]
 
     def main(call):
-        yield ivr.menu("https://media.example/m.wav", ["1"])
+        yield ivr.menu("https://media.example/m.wav", ["1"], timeout=100)
         yield lookup(call)
 
     app = make_app(main)
@@ -194,9 +194,9 @@ def test_menu_sends_a_terminator_not_among_its_choices(sim, make_app):
     """A menu's collect carries '#', or '*' when '#' is a choice; collect(terminator=None)
     sends none."""
     def main(call):
-        yield ivr.menu("https://media.example/m.wav", ["1", "2"])
-        yield ivr.menu("https://media.example/m.wav", ["1", "#"])
-        yield ivr.collect("x", terminator=None)
+        yield ivr.menu("https://media.example/m.wav", ["1", "2"], timeout=100)
+        yield ivr.menu("https://media.example/m.wav", ["1", "#"], timeout=100)
+        yield ivr.collect("x", timeout=100, terminator=None)
 
     app = make_app(main)
     phone = sim.call(app)
@@ -218,6 +218,8 @@ def test_menu_choices_with_both_hash_and_star_are_a_value_error():
 
 
 def _cli(tmp_path, source, *args, stdin="1234\n"):
+    """Run the CLI in a process of its own at speed 20 (a 100 s timeout is 5 s: enough on a
+    busy machine for the piped keys to arrive)."""
     script = tmp_path / "script.py"
     script.write_text(textwrap.dedent(source))
     env = dict(os.environ)
@@ -236,7 +238,7 @@ def test_cli_exits_1_when_the_script_raised(tmp_path):
         import ivrscript as ivr
 
         def main(call):
-            pin = yield ivr.collect("xxxx", timeout=5)
+            pin = yield ivr.collect("xxxx", timeout=100)
             raise RuntimeError("no account for " + str(len(pin)))
         """)
     assert failing.returncode == 1, failing.stderr
@@ -245,7 +247,7 @@ def test_cli_exits_1_when_the_script_raised(tmp_path):
         import ivrscript as ivr
 
         def main(call):
-            yield ivr.collect("xxxx", timeout=5)
+            yield ivr.collect("xxxx", timeout=100)
         """)
     assert fine.returncode == 0, fine.stderr
 
@@ -273,7 +275,7 @@ def test_cli_strict_makes_a_script_warning_exit_2_before_any_call(tmp_path):
         import ivrscript as ivr
 
         def ask_pin(call):
-            pin = yield ivr.collect("xxxx", timeout=5)
+            pin = yield ivr.collect("xxxx", timeout=100)
             return pin == "1234"
 
         def main(call):
@@ -295,7 +297,7 @@ def test_cli_with_a_sensitive_collect_prints_no_keys(tmp_path):
         import ivrscript as ivr
 
         def main(call):
-            yield ivr.collect("xxxx", timeout=5, sensitive=True)
+            yield ivr.collect("xxxx", timeout=100, sensitive=True)
         """, stdin="9876\n")
     assert result.returncode == 0, result.stderr
     assert "9876" not in result.stdout and "9876" not in result.stderr
@@ -310,8 +312,8 @@ def test_keypad_widget_masks_a_sensitive_collect(sim, make_app):
     from ivrscript.widgets import Keypad
 
     def main(call):
-        yield ivr.collect("xxxx", timeout=8, sensitive=True)
-        yield ivr.collect("x", timeout=8)  # wait here until the caller hangs up
+        yield ivr.collect("xxxx", timeout=100, sensitive=True)
+        yield ivr.collect("x", timeout=100)  # wait here until the caller hangs up
 
     app = make_app(main)
     keypad = Keypad(sim, app)

@@ -40,6 +40,7 @@ from .errors import (
     ReplayMismatch,
 )
 from .loader import NotYieldedWarning, check_script
+from .tts import Speech, Synthesizer, say, speech
 
 if TYPE_CHECKING:
     from .app import App
@@ -60,6 +61,10 @@ __all__ = [
     "forward",
     "hangup",
     "menu",
+    "say",
+    "speech",
+    "Speech",
+    "Synthesizer",
     "Play",
     "Collect",
     "Forward",

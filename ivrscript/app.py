@@ -36,6 +36,7 @@ from .loader import check_script, script_dir
 from .media import MediaLibrary
 from .ringcentral import RingCentral
 from .scheduler import Scheduler
+from .tts import speech_for_app
 
 __all__ = ["App"]
 
@@ -70,7 +71,7 @@ class App:
                  port: int = 0, public_url: str | None = None, tunnel: Any = None,
                  record: Any = None, on_error: Play | Forward | Hangup | None = None,
                  secret: str | None = None, workers: int = 16,
-                 record_numbers: bool = True) -> None:
+                 record_numbers: bool = True, speech: Any = None) -> None:
         check_script(script)
         if on_error is not None and not isinstance(on_error, Play | Forward | Hangup):
             raise ValueError("on_error must be a command: ivr.hangup(), ivr.forward(...) or "
@@ -96,6 +97,7 @@ class App:
         self._lock = threading.Lock()
         self._entered = threading.Condition(self._lock)
         self._media = MediaLibrary([script_dir(script)])
+        self._media.speech = speech_for_app(speech, script)  # ConfigError now, not mid-call
         self._listener: CallbackListener | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._timers: Scheduler | None = None

@@ -135,6 +135,11 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
     """Run the command line; returns the exit status."""
     out = stdout or sys.stdout
     err = stderr or sys.stderr
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["prompts"]:  # prompt audio tools: ivrscript.prompts
+        from . import prompts
+
+        return prompts.main(argv[1:], out=out, err=err)
     args = build_parser().parse_args(argv)
     unlog = _configure_logging(args.verbose, err)
     restore = _sigterm_as_interrupt()

@@ -11,9 +11,11 @@ import threading
 import wave
 from collections.abc import Sequence
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from .engine import Media
 from .errors import CommandFailed
+from .tts import Speech, Synthesizer
 from .wav import wav_seconds
 
 __all__ = ["MediaLibrary", "PromptNotFound", "find_media", "is_remote", "prompt_problem"]
@@ -119,6 +121,8 @@ class MediaLibrary:
     the working directory). ``base_url`` is set when the app knows its public address.
     """
 
+    speech: Synthesizer | None = None  # spoken prompts' engine and cache (None: eSpeak NG)
+
     def __init__(self, search_dirs: Sequence[str | None] = ()) -> None:
         self.search_dirs = [d for d in search_dirs if d]
         self.base_url = ""
@@ -134,6 +138,8 @@ class MediaLibrary:
         """A :class:`Media` for an http(s) URL or a local file; :class:`PromptNotFound` (a
         CommandFailed) if it is missing. A file the platform cannot play well is logged as a
         warning when it is first resolved."""
+        if isinstance(ref, Speech):
+            return self.resolve_speech(ref)
         if is_remote(ref):
             return Media(ref, None)
         path = self.find(ref)
@@ -141,7 +147,7 @@ class MediaLibrary:
             places = ", ".join(dict.fromkeys([*self.search_dirs, os.getcwd()]))
             raise PromptNotFound(f"prompt file not found: {ref!r} (looked in {places})")
         media_id, entry = self._register(path)
-        return Media(f"{self.base_url}/media/{media_id}/{entry.name}", entry.seconds)
+        return Media(f"{self.base_url}/media/{media_id}/{quote(entry.name)}", entry.seconds)
 
     def _register(self, path: str) -> tuple[str, _Entry]:
         mtime = os.path.getmtime(path)
@@ -162,6 +168,21 @@ class MediaLibrary:
             self._by_id[media_id] = entry
             self._by_path[(path, mtime)] = (media_id, entry)
         return media_id, entry
+
+    def resolve_speech(self, item: Speech) -> Media:
+        """A spoken prompt as a cached 8 kHz WAV served like a local file, its length known;
+        CommandFailed (at the yield) if the engine fails."""
+        if self.speech is None:
+            self.speech = Synthesizer()
+        try:
+            path, seconds = self.speech.render(item)
+        except Exception as error:  # a cloud engine down, an unknown voice, no engine at all
+            raise CommandFailed(f"{item} could not be spoken: {error}") from error
+        media_id = hashlib.sha256(f"speech:{path}".encode()).hexdigest()[:16]
+        entry = _Entry(path, item.file_name(), seconds, "audio/wav")
+        with self._lock:
+            self._by_id[media_id] = entry
+        return Media(f"{self.base_url}/media/{media_id}/{quote(entry.name)}", seconds)
 
     def lookup(self, media_id: str, name: str) -> tuple[str, str] | None:
         """(path, content type) of a served file, or None."""

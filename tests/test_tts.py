@@ -1,0 +1,332 @@
+"""Spoken prompts: ivr.say / ivr.speech, say-as words, the engine seam and the cache, and calls
+on the simulator that speak every prompt for its real length."""
+
+from __future__ import annotations
+
+import glob
+import io
+import os
+import threading
+import wave
+
+import pytest
+import requests
+
+import ivrscript as ivr
+from ivrscript.recorder import load_recording
+from ivrscript.testing import check_transcript, replay
+from ivrscript.tts import Synthesizer, uses_speech
+
+from .conftest import example
+
+
+@pytest.fixture(autouse=True)
+def speech_cache(tmp_path, monkeypatch):
+    """Every test gets its own empty speech cache (the default one is in ~/.cache)."""
+    folder = tmp_path / "speech-cache"
+    monkeypatch.setenv("IVRSCRIPT_SPEECH_CACHE", str(folder))
+    return folder
+
+
+class CountingEngine:
+    """A plugged-in engine: a tone whose length grows with the text; counts its calls."""
+
+    name = "counting-tone"
+
+    def __init__(self, fail: bool = False) -> None:
+        self.calls: list[tuple[str, str | None, float | None]] = []
+        self.fail = fail
+        self.lock = threading.Lock()
+
+    def __call__(self, text: str, voice: str | None, rate: float | None) -> bytes:
+        with self.lock:
+            self.calls.append((text, voice, rate))
+        if self.fail:
+            raise ConnectionError("the TTS service answered 503")
+        out = io.BytesIO()
+        with wave.open(out, "wb") as w:  # 16 kHz stereo: the cache must convert it
+            w.setnchannels(2)
+            w.setsampwidth(2)
+            w.setframerate(16000)
+            w.writeframes(b"\x10\x00\xf0\xff" * (1600 * len(text)))  # 0.1 s per character
+        return out.getvalue()
+
+
+def wav_format(data: bytes) -> tuple[int, int, int, float]:
+    with wave.open(io.BytesIO(data), "rb") as w:
+        return (w.getframerate(), w.getnchannels(), w.getsampwidth(),
+                w.getnframes() / w.getframerate())
+
+
+def finish(app, phone, timeout=20):
+    phone.wait_until_ended(timeout)
+    call = next(c for c in app.calls if c.session_id == phone.session_id)
+    call.wait_until_ended(timeout)
+    return call
+
+
+# -- building -------------------------------------------------------------------------------
+
+
+def test_say_is_a_play_of_a_speech_item_shown_as_say_in_transcripts():
+    """say(text) is play(speech(text)); it reads `say "..."` in descriptions."""
+    command = ivr.say("Welcome to Acme", interrupt_by_dtmf=True)
+    assert command == ivr.play(ivr.speech("Welcome to Acme"), interrupt_by_dtmf=True)
+    assert command.describe() == 'say "Welcome to Acme" (interruptible)'
+    mixed = ivr.collect("xxxx", prompt=[ivr.speech("Enter your PIN", voice="en-gb", rate=1.2),
+                                        "prompts/beep.wav"])
+    assert mixed.describe() == 'xxxx (prompt say "Enter your PIN" (voice en-gb, rate 1.2) ' \
+        'prompts/beep.wav)'
+    menu = ivr.menu(ivr.speech("Press 1 or 2"), ["1", "2"], invalid=ivr.speech("Sorry"))
+    assert menu.describe().startswith('1 2 (prompt say "Press 1 or 2"')
+    assert ivr.speech("hi", voice="en-gb") != ivr.speech("hi")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "needs some text"),
+    ("   ", "needs some text"),
+    ("x" * 2001, "2001 characters, over 2000"),
+])
+def test_empty_or_too_long_text_is_a_value_error_when_built(text, message):
+    """Empty text and text over 2,000 characters fail when the item is built."""
+    with pytest.raises(ValueError, match=message):
+        ivr.speech(text)
+    with pytest.raises(ValueError, match=message):
+        ivr.say(text)
+    assert ivr.speech("x" * 2000).text == "x" * 2000
+
+
+def test_bad_rate_and_voice_values_are_value_errors():
+    """A rate outside 0.25..4 or an empty voice name fails when built."""
+    for rate in (0, 5, "fast", True):
+        with pytest.raises(ValueError, match="rate is relative"):
+            ivr.speech("hi", rate=rate)
+    with pytest.raises(ValueError, match="voice must be"):
+        ivr.speech("hi", voice=" ")
+
+
+@pytest.mark.parametrize("value, kind, words", [
+    ("1234", "digits", "1 2 3 4"),
+    ("555-0100", "digits", "5 5 5 0 1 0 0"),
+    ("*9#", "digits", "star 9 pound"),
+    (1234567, "number", "one million two hundred thirty-four thousand five hundred sixty-seven"),
+    ("-3.50", "number", "minus three point five"),
+    (0, "number", "zero"),
+    ("$1,250.05", "money", "one thousand two hundred fifty dollars and five cents"),
+    (1, "money", "one dollar"),
+    ("0.01", "money", "zero dollars and one cent"),
+    ("2026-12-01", "date", "Tuesday, December first, twenty twenty-six"),
+    ("2003-05-22", "date", "Thursday, May twenty-second, two thousand three"),
+    ("1999-03-30", "date", "Tuesday, March thirtieth, nineteen ninety-nine"),
+    ("14:05", "time", "two oh five PM"),
+    ("00:30", "time", "twelve thirty AM"),
+    ("09:00", "time", "nine AM"),
+])
+def test_say_as_reads_values_in_english(value, kind, words):
+    """as_= turns digits, numbers, money, dates and times into the words spoken."""
+    assert ivr.speech(value, as_=kind).text == words
+
+
+def test_say_as_bad_values_are_value_errors():
+    """A value that is not of its kind, or an unknown kind, fails when built."""
+    with pytest.raises(ValueError, match="needs a number"):
+        ivr.speech("twelve", as_="money")
+    with pytest.raises(ValueError, match="ISO date"):
+        ivr.speech("yesterday", as_="date")
+    with pytest.raises(ValueError, match="as_ must be one of digits"):
+        ivr.speech("1", as_="ordinal")
+    with pytest.raises(TypeError, match="use as_="):
+        ivr.speech(12)
+
+
+def test_static_scan_finds_scripts_that_speak():
+    """uses_speech sees say( and speech( in the script's module (here: this test file)."""
+    def main(call):
+        yield ivr.say("hi")
+
+    assert uses_speech(main)
+    assert not uses_speech(example("greeting.py"))
+    assert uses_speech(example("say_hello.py"))
+
+
+# -- synthesis and the cache -----------------------------------------------------------------
+
+
+def test_espeak_synthesis_is_an_8khz_mono_wav_with_its_length(speech_cache):
+    """The default engine (eSpeak NG in process) gives an 8 kHz mono 16-bit PCM WAV."""
+    synth = Synthesizer()
+    path, seconds = synth.render(ivr.speech("Welcome to Acme support."))
+    with open(path, "rb") as handle:
+        rate, channels, width, length = wav_format(handle.read())
+    assert (rate, channels, width) == (8000, 1, 2)
+    assert length == seconds and 1.0 < seconds < 4.0
+    assert os.path.dirname(path) == str(speech_cache)
+    slower, slow_seconds = synth.render(ivr.speech("Welcome to Acme support.", rate=0.6))
+    assert slower != path and slow_seconds > seconds * 1.3
+
+
+def test_cache_hits_do_not_synthesise_again(tmp_path):
+    """The same (engine, voice, rate, text) is synthesised once, also across Synthesizers."""
+    engine = CountingEngine()
+    first = Synthesizer(engine, cache_dir=str(tmp_path / "c"))
+    path, seconds = first.render(ivr.speech("Hello"))
+    assert first.render(ivr.speech("Hello")) == (path, seconds)
+    assert Synthesizer(engine, cache_dir=str(tmp_path / "c")).render(ivr.speech("Hello"))[0] \
+        == path
+    assert len(engine.calls) == 1
+    first.render(ivr.speech("Hello", voice="other"))
+    first.render(ivr.speech("Hello", rate=1.5))
+    assert engine.calls == [("Hello", None, None), ("Hello", "other", None), ("Hello", None, 1.5)]
+    with open(path, "rb") as handle:
+        assert wav_format(handle.read()) == (8000, 1, 2, pytest.approx(0.5))
+
+
+def test_unknown_voice_is_a_value_error_listing_voices():
+    """eSpeak NG: an unknown voice is a ValueError naming a few that exist."""
+    with pytest.raises(ValueError, match=r"unknown voice 'xx-nowhere'.*en-us, en") as caught:
+        Synthesizer().render(ivr.speech("hello", voice="xx-nowhere"))
+    assert "voices include" in str(caught.value)
+
+
+def test_unwritable_cache_folder_is_a_config_error_at_app_start(sim, tmp_path):
+    """A cache folder that cannot be written: ConfigError when the App is built."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+
+    def main(call):
+        yield ivr.say("hi")
+
+    with pytest.raises(ivr.ConfigError, match="speech cache folder .* is not writable"):
+        ivr.App(main, platform=sim, speech=Synthesizer(cache_dir=str(blocker / "cache")))
+
+
+def test_no_engine_is_a_config_error_at_app_start_saying_what_to_install(sim, monkeypatch):
+    """No eSpeak NG (neither wheel nor program): ConfigError at App start, only when the script
+    speaks."""
+    import ivrscript.espeak as espeak
+
+    monkeypatch.setattr(espeak, "find_engine", lambda: None)
+
+    def main(call):
+        yield ivr.say("hi")
+
+    with pytest.raises(ivr.ConfigError, match=r'pip install "ivrscript\[speech\]"'):
+        ivr.App(main, platform=sim)
+    ivr.App(example("greeting.py"), platform=sim)  # no speech: no engine needed
+
+
+def test_a_non_callable_speech_option_is_a_value_error(sim):
+    """App(speech=...) takes an engine (a function works) or a Synthesizer."""
+    with pytest.raises(ValueError, match="speech must be an engine"):
+        ivr.App(example("greeting.py"), platform=sim, speech="espeak")
+
+
+# -- on the simulator ------------------------------------------------------------------------
+
+
+def test_spoken_prompts_play_for_their_real_length_and_collect_timeout_includes_it(
+        sim, make_app):
+    """A spoken collect prompt is served as an 8 kHz WAV; the simulator plays it for that
+    length and the collect's timeout is the script's plus exactly that length."""
+    def main(call):
+        yield ivr.say("Hello.")
+        call.data["pin"] = yield ivr.collect("xx", timeout=3, prompt=ivr.speech(
+            "Enter two digits."))
+
+    app = make_app(main)
+    phone = sim.call(app)
+    phone.press("42")
+    call = finish(app, phone)
+    assert call.data["pin"] == "42"
+    assert 'play    say "Hello."' in str(call.transcript)
+    assert 'collect xx (prompt say "Enter two digits.")' in str(call.transcript)
+    assert [u.rsplit("/", 1)[-1] for u in phone.heard] == ["say-Hello.wav",
+                                                           "say-Enter-two-digits.wav"]
+    served = requests.get(phone.heard[1], timeout=5)
+    rate, channels, width, seconds = wav_format(served.content)
+    assert (rate, channels, width) == (8000, 1, 2) and served.headers["Content-Type"] == \
+        "audio/wav"
+    assert sim._media_cache[phone.heard[1]] == seconds  # what the simulator plays
+    (collect,) = [r for r in sim.requests_log if r.path.endswith("/collect")]
+    assert collect.json["timeout"] == int(round((3 + seconds) * 1000))
+
+
+def test_a_plugged_in_engine_is_used(sim, make_app):
+    """App(speech=engine) speaks with that engine (a plain function works too)."""
+    engine = CountingEngine()
+    app = make_app(lambda call: (yield ivr.say("Four")), speech=engine)
+    phone = sim.call(app)
+    finish(app, phone)
+    assert engine.calls == [("Four", None, None)]
+    served = requests.get(phone.heard[0], timeout=5)
+    assert wav_format(served.content) == (8000, 1, 2, pytest.approx(0.4))
+
+    def tone(text, voice, rate):
+        return CountingEngine()(text, voice, rate)
+
+    app2 = make_app(lambda call: (yield ivr.say("Seven chars"[:7])), speech=tone)
+    phone2 = sim.call(app2)
+    finish(app2, phone2)
+    assert wav_format(requests.get(phone2.heard[0], timeout=5).content)[3] == \
+        pytest.approx(0.7)
+
+
+def test_a_failing_engine_mid_call_is_command_failed_then_on_error(sim, make_app):
+    """A cloud engine that fails mid-call: CommandFailed at the yield (the script may catch
+    it); uncaught, on_error runs: never silence."""
+    def main(call):
+        try:
+            yield ivr.say("first")
+        except ivr.CommandFailed as error:
+            call.data["error"] = str(error)
+        yield ivr.say("second")
+
+    app = make_app(main, speech=CountingEngine(fail=True),
+                   on_error=ivr.forward(extension="0"))
+    phone = sim.call(app)
+    call = finish(app, phone)
+    assert call.data["error"] == 'say "first" could not be spoken: the TTS service answered 503'
+    assert phone.forwarded_to == "0" and phone.end_reason == "forwarded"
+    assert "could not be spoken" in str(call.transcript)
+
+
+def test_say_example_speaks_every_prompt(sim, make_app):
+    """examples/say_hello.py: every prompt the caller hears is spoken text."""
+    app = make_app(example("say_hello.py"))
+    phone = sim.call(app)
+    phone.press("1")
+    call = finish(app, phone)
+    names = [u.rsplit("/", 1)[-1] for u in phone.heard]
+    assert names and all(n.startswith("say-") for n in names)
+    assert "play    say " in str(call.transcript) and phone.end_reason == "hangup"
+
+
+# -- recording and replay --------------------------------------------------------------------
+
+
+def _speaking(greeting):
+    def main(call):
+        yield ivr.say(greeting)
+        pin = yield ivr.collect("xx", timeout=2, prompt=ivr.speech("Two digits, please."))
+        yield ivr.say(pin, as_="digits")
+    main.__qualname__ = "main"
+    return main
+
+
+def test_replay_of_spoken_prompts_passes_and_fails_on_changed_text(sim, make_app, tmp_path):
+    """A recorded call with spoken prompts replays; a changed text fails with both texts."""
+    app = make_app(_speaking("Welcome to Acme."), record=str(tmp_path / "rec"))
+    phone = sim.call(app)
+    phone.press("12")
+    finish(app, phone)
+    app.stop()
+    (path,) = glob.glob(str(tmp_path / "rec" / "*.yaml"))
+    assert 'play    say "Welcome to Acme."' in load_recording(path).transcript
+    transcript = replay(path, _speaking("Welcome to Acme."))
+    check_transcript(path, transcript)
+    assert 'play    say "1 2"' in str(transcript)
+    with pytest.raises(ivr.ReplayMismatch) as caught:
+        replay(path, _speaking("Welcome to Acme Corp."))
+    message = str(caught.value)
+    assert "say-Welcome-to-Acme.wav" in message and "say-Welcome-to-Acme-Corp.wav" in message
+    assert 'say "Welcome to Acme Corp."' in message

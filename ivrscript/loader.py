@@ -35,7 +35,7 @@ from .media import find_media, first_report, is_remote, prompt_problem
 __all__ = ["check_script", "find_unyielded", "load_script_file", "NotYieldedWarning",
            "PromptWarning", "ScriptLoadError", "ScriptWarning", "TimeUnitWarning"]
 
-COMMAND_NAMES = frozenset({"play", "collect", "forward", "hangup", "menu"})
+COMMAND_NAMES = frozenset({"play", "collect", "forward", "hangup", "menu", "say"})
 
 
 class ScriptWarning(UserWarning):

@@ -330,3 +330,13 @@ def test_replay_of_spoken_prompts_passes_and_fails_on_changed_text(sim, make_app
     message = str(caught.value)
     assert "say-Welcome-to-Acme.wav" in message and "say-Welcome-to-Acme-Corp.wav" in message
     assert 'say "Welcome to Acme Corp."' in message
+
+
+def test_a_say_not_yielded_is_reported():
+    """`ivr.say("...")` alone on a line never speaks: the loader warns, naming the line."""
+    def main(call):
+        ivr.say("never heard")
+        yield ivr.hangup()
+
+    with pytest.warns(ivr.NotYieldedWarning, match=r"say\(\.\.\.\) is built but not yielded"):
+        ivr.check_script(main)

@@ -129,6 +129,8 @@ class ESpeakLibrary:
                 voice = found[i].contents
                 if voice.identifier and not voice.identifier.startswith(b"mb/"):
                     names.append(os.path.basename(voice.identifier.decode()).lower())
+                    if voice.languages and len(voice.languages) > 1:  # a priority byte first
+                        names.append(voice.languages[1:].decode(errors="replace").lower())
                 i += 1
             self._voices = sorted(set(names))
         return self._voices
@@ -163,8 +165,10 @@ class ESpeakProgram:
         if self._voices is None:
             out = subprocess.run([self.program, "--voices"], capture_output=True, text=True,
                                  timeout=30, check=False).stdout
-            self._voices = sorted({line.split()[1].lower() for line in out.splitlines()[1:]
-                                   if len(line.split()) > 1})
+            rows = [line.split() for line in out.splitlines()[1:]]  # Pty Language Age Name File
+            self._voices = sorted({row[1].lower() for row in rows if len(row) > 4} |
+                                  {os.path.basename(row[4]).lower() for row in rows
+                                   if len(row) > 4})
         return list(self._voices)
 
     def __call__(self, text: str, voice: str | None, rate: float | None) -> bytes:
@@ -177,7 +181,18 @@ class ESpeakProgram:
         if done.returncode != 0 or not done.stdout:
             raise RuntimeError(f"{self.program} failed: "
                                f"{done.stderr.decode(errors='replace').strip()[:200]}")
-        return done.stdout
+        return _rewrap(done.stdout)
+
+
+def _rewrap(streamed: bytes) -> bytes:
+    """``espeak-ng --stdout`` streams, so its WAV header claims a huge length: rebuild it from
+    the sample rate in the header and the samples after the data chunk's header."""
+    data = streamed.find(b"data")
+    if not streamed.startswith(b"RIFF") or data < 0 or len(streamed) < 28:
+        raise RuntimeError("espeak-ng --stdout did not write a WAV")
+    rate = int.from_bytes(streamed[24:28], "little")
+    samples = streamed[data + 8:]
+    return _wav(samples[: len(samples) // 2 * 2], rate)
 
 
 _found: ESpeakLibrary | ESpeakProgram | None = None

@@ -97,6 +97,12 @@ SCENARIOS: dict[str, Scenario] = {
                                              "forward extension 102")),
     "menu-no-input": Scenario("support_menu.py", silent, "hangup",
                               ("play    prompts/no-input.wav", "play    prompts/goodbye.wav")),
+    "say-balance": Scenario("say_hello.py", press("1"), "hangup",
+                            ('play    say "The balance of account" say "4 0 7 2 1"',
+                             'play    say "Goodbye."')),
+    "say-operator": Scenario("say_hello.py", press("0"), "forwarded",
+                             ('play    say "Please hold while I transfer you."',
+                              "forward extension 0")),
 }
 
 

@@ -340,3 +340,70 @@ def test_a_say_not_yielded_is_reported():
 
     with pytest.warns(ivr.NotYieldedWarning, match=r"say\(\.\.\.\) is built but not yielded"):
         ivr.check_script(main)
+
+
+def test_an_engine_returning_mp3_is_converted(sim, make_app):
+    """An engine may return MP3 (as cloud services do): the app serves an 8 kHz mono WAV."""
+    with open(os.path.join(os.path.dirname(__file__), "fixtures", "hello.mp3"), "rb") as handle:
+        mp3 = handle.read()
+    app = make_app(lambda call: (yield ivr.say("any")), speech=lambda text, voice, rate: mp3)
+    phone = sim.call(app)
+    finish(app, phone)
+    rate, channels, width, seconds = wav_format(requests.get(phone.heard[0], timeout=5).content)
+    assert (rate, channels, width) == (8000, 1, 2) and 1.5 < seconds < 2.5
+
+
+def test_an_unknown_voice_mid_call_is_command_failed_listing_voices(sim, make_app):
+    """voice= names an eSpeak voice that does not exist: CommandFailed at the yield, with the
+    engine's ValueError (a few voices that exist) as its message and cause."""
+    def main(call):
+        try:
+            yield ivr.say("hello", voice="xx-nowhere")
+        except ivr.CommandFailed as error:
+            call.data["error"] = str(error)
+            call.data["cause"] = type(error.__cause__).__name__
+
+    app = make_app(main)
+    phone = sim.call(app)
+    call = finish(app, phone)
+    assert "unknown voice 'xx-nowhere'" in call.data["error"]
+    assert "voices include en-us" in call.data["error"] and call.data["cause"] == "ValueError"
+    assert phone.heard == []
+
+
+def test_replay_checks_voice_and_rate_through_the_transcript(sim, make_app, tmp_path):
+    """A changed rate keeps the prompt's URL name: check_transcript shows both lines."""
+    def spoken(rate):
+        def main(call):
+            yield ivr.say("Thanks for calling.", rate=rate)
+        main.__qualname__ = "main"
+        return main
+
+    app = make_app(spoken(None), record=str(tmp_path / "rec"))
+    finish(app, sim.call(app))
+    app.stop()
+    (path,) = glob.glob(str(tmp_path / "rec" / "*.yaml"))
+    changed = replay(path, spoken(1.5))
+    with pytest.raises(ivr.ReplayMismatch) as caught:
+        check_transcript(path, changed)
+    assert 'say "Thanks for calling."' in str(caught.value)
+    assert 'say "Thanks for calling." (rate 1.5)' in str(caught.value)
+
+
+def test_speech_benchmark_runs_and_writes_every_figure():
+    """benchmarks/speech.py --json measures every figure (nothing about speed is asserted)."""
+    import json
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "speech.py"),
+                           "--json", "--calls", "2"], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout)
+    assert results["synthesis"]["audio_s"] > 10 and results["synthesis"]["x_real_time"] > 0
+    assert results["resolve"]["cold_ms"] > 0 and results["resolve"]["warm_ms"] > 0
+    assert {case: r["calls"] for case, r in results["first_play"].items()} == \
+        {"wav": 2, "cold": 2, "warm": 2}

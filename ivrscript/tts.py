@@ -8,7 +8,8 @@ into an 8 kHz mono 16-bit PCM WAV (what the platform plays), cached on disk by a
 
 An engine is any callable ``engine(text, voice, rate) -> bytes`` returning audio (WAV, MP3,
 FLAC or Ogg; anything not 8 kHz mono WAV is converted). The default is eSpeak NG, local and
-offline (:mod:`ivrscript.espeak`); this module is ``ivrscript.tts``. This module imports only the standard library.
+offline (:mod:`ivrscript.espeak`). This module (``ivrscript.tts``: ``ivrscript.speech`` is the
+function) imports only the standard library.
 """
 
 from __future__ import annotations
@@ -263,7 +264,8 @@ def _engine_name(engine: Any) -> str:
     name = getattr(engine, "name", None)
     if isinstance(name, str) and name:
         return name
-    return f"{getattr(engine, '__module__', '?')}.{getattr(engine, '__qualname__', type(engine).__qualname__)}"
+    qualname = getattr(engine, "__qualname__", type(engine).__qualname__)
+    return f"{getattr(engine, '__module__', '?')}.{qualname}"
 
 
 def _is_platform_wav(data: bytes) -> bool:
@@ -293,7 +295,9 @@ class Synthesizer:
         self.cache_dir = os.path.abspath(os.path.expanduser(cache_dir or default_cache_dir()))
         self.synthesised = 0
         self._lock = threading.Lock()
-        self._key_locks: dict[str, threading.Lock] = {}
+        # Two calls asking for one new prompt synthesise it once; striped, so prompts with
+        # dynamic text (a PIN read back) leave no lock behind each.
+        self._stripes = [threading.Lock() for _ in range(32)]
 
     @property
     def engine(self) -> SpeechEngine:
@@ -330,9 +334,7 @@ class Synthesizer:
         The engine's own errors (an unknown voice, a cloud service down) propagate."""
         key = self.key(item)
         path = os.path.join(self.cache_dir, f"{key}.wav")
-        with self._lock:
-            key_lock = self._key_locks.setdefault(key, threading.Lock())
-        with key_lock:  # two calls asking for one new prompt synthesise it once
+        with self._stripes[int(key[:8], 16) % len(self._stripes)]:
             if os.path.isfile(path):
                 return path, _wav_length(path)
             data = self.engine(item.text, item.voice, item.rate)

@@ -407,3 +407,21 @@ def test_speech_benchmark_runs_and_writes_every_figure():
     assert results["resolve"]["cold_ms"] > 0 and results["resolve"]["warm_ms"] > 0
     assert {case: r["calls"] for case, r in results["first_play"].items()} == \
         {"wav": 2, "cold": 2, "warm": 2}
+
+
+def test_the_notebook_keypad_plays_a_spoken_prompt(sim, make_app):
+    """The Keypad widget puts a spoken prompt's WAV in its Audio widget, like a local file."""
+    from ivrscript.widgets import Keypad
+
+    synth = Synthesizer()
+    path, _ = synth.render(ivr.speech("Hello from the keypad."))
+    with open(path, "rb") as handle:
+        spoken = handle.read()
+    seen = threading.Event()
+    app = make_app(lambda call: (yield ivr.say("Hello from the keypad.")), speech=synth)
+    keypad = Keypad(sim, app)
+    keypad.audio.observe(lambda change: change["new"] == spoken and seen.set(), names="value")
+    keypad.buttons["Call"].click()
+    assert seen.wait(20), "the spoken prompt never reached the keypad's Audio widget"
+    keypad.phone.wait_until_ended(20)
+    keypad.close()

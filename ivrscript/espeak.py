@@ -135,12 +135,20 @@ class ESpeakLibrary:
             self._voices = sorted(set(names))
         return self._voices
 
+    def check_voice(self, voice: str) -> None:
+        """``ValueError`` naming a few voices that exist if ``voice`` is not one."""
+        with self._lock:
+            self._set_voice(voice)
+
+    def _set_voice(self, voice: str | None) -> None:
+        name = _ALIASES.get((voice or DEFAULT_VOICE).lower(), (voice or DEFAULT_VOICE).lower())
+        if self._load().espeak_SetVoiceByName(name.encode()) != _EE_OK:
+            raise _unknown_voice(voice or name, self._voice_names())
+
     def __call__(self, text: str, voice: str | None, rate: float | None) -> bytes:
         with self._lock:
             lib = self._load()
-            name = _ALIASES.get((voice or DEFAULT_VOICE).lower(), (voice or DEFAULT_VOICE).lower())
-            if lib.espeak_SetVoiceByName(name.encode()) != _EE_OK:
-                raise _unknown_voice(voice or name, self._voice_names())
+            self._set_voice(voice)
             lib.espeak_SetParameter(_RATE, words_per_minute(rate), 0)
             data = text.encode("utf-8") + b"\0"
             self._chunks = []
@@ -171,10 +179,16 @@ class ESpeakProgram:
                                    if len(row) > 4})
         return list(self._voices)
 
-    def __call__(self, text: str, voice: str | None, rate: float | None) -> bytes:
+    def check_voice(self, voice: str | None) -> str:
+        """The program's name for ``voice``; ``ValueError`` naming a few that exist if it has
+        none."""
         name = _ALIASES.get((voice or DEFAULT_VOICE).lower(), (voice or DEFAULT_VOICE).lower())
         if name not in self.voices():
-            raise _unknown_voice(name, self.voices())
+            raise _unknown_voice(voice or name, self.voices())
+        return name
+
+    def __call__(self, text: str, voice: str | None, rate: float | None) -> bytes:
+        name = self.check_voice(voice)
         done = subprocess.run([self.program, "-v", name, "-s", str(words_per_minute(rate)),
                                "--stdout", "--", text], capture_output=True, timeout=60,
                               check=False)

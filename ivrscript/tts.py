@@ -23,6 +23,7 @@ import json
 import os
 import re
 import tempfile
+import textwrap
 import threading
 import wave
 from collections.abc import Callable
@@ -33,7 +34,7 @@ from .commands import Play, play
 from .errors import ConfigError
 
 __all__ = ["MAX_TEXT", "SAY_AS", "Speech", "SpeechEngine", "Synthesizer", "say", "speech",
-           "speech_for_app", "uses_speech"]
+           "speech_for_app", "spoken_in", "uses_speech"]
 
 MAX_TEXT = 2000  # characters; cloud engines cap a request at a few thousand
 SAY_AS = ("digits", "number", "money", "date", "time")
@@ -367,11 +368,21 @@ def synthesizer_for(speech: Any) -> Synthesizer:
 
 
 def speech_for_app(speech: Any, script: Callable[..., Any]) -> Synthesizer:
-    """The synthesizer for ``App(speech=..., ...)``, checked now (``ConfigError``: no engine, a
-    cache folder that cannot be written) when the script uses spoken prompts or one was given."""
+    """The synthesizer for ``App(speech=..., ...)``, checked now when the script uses spoken
+    prompts or one was given: ``ConfigError`` for no engine or a cache folder that cannot be
+    written, ``ValueError`` for a voice the engine does not have, written as a literal
+    ``voice="..."`` in the script (with its file and line)."""
     synthesizer = synthesizer_for(speech)
-    if speech is not None or uses_speech(script):
+    uses, voices = spoken_in(script)
+    if speech is not None or uses:
         synthesizer.check()
+    check_voice = getattr(synthesizer.engine, "check_voice", None) if uses else None
+    for voice, where in voices:
+        if callable(check_voice):
+            try:
+                check_voice(voice)
+            except ValueError as error:
+                raise ValueError(f"{where}: {error}") from None
     return synthesizer
 
 
@@ -379,24 +390,59 @@ _USES = re.compile(r"\b(say|speech)\s*\(")
 
 
 def uses_speech(script: Callable[..., Any]) -> bool:
-    """Whether the module that defines ``script`` calls ``say(`` or ``speech(`` (static)."""
+    """Whether the module that defines ``script`` calls ``say(`` or ``speech(`` (found in its
+    source; a helper sub-flow elsewhere in the module counts)."""
     try:
         source = inspect.getsource(inspect.getmodule(script) or script)
-    except (OSError, TypeError):
-        try:
-            source = inspect.getsource(script)
-        except (OSError, TypeError):
-            return False
+    except (OSError, TypeError):  # a notebook cell: only the function's own source
+        return bool(_calls(script)[0])
     if not _USES.search(source):
         return False
+    tree = _parse(source)
+    return tree is None or bool(_calls_in(tree))  # None: cannot tell, so check the engine
+
+
+def spoken_in(script: Callable[..., Any]) -> tuple[bool, list[tuple[str, str]]]:
+    """Whether ``script``'s module speaks (:func:`uses_speech`), and the literal
+    ``voice="..."`` values of the ``say``/``speech`` calls in ``script`` itself, each with its
+    ``file:line`` (other scripts of the module may use other engines)."""
+    return uses_speech(script), _calls(script)[1]
+
+
+def _parse(source: str) -> ast.AST | None:
     try:
-        tree = ast.parse(source)
+        return ast.parse(textwrap.dedent(source))
     except SyntaxError:
-        return True
+        return None
+
+
+def _calls_in(tree: ast.AST) -> list[ast.Call]:
+    found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             func = node.func
             name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
             if name in ("say", "speech"):
-                return True
-    return False
+                found.append(node)
+    return found
+
+
+def _calls(script: Callable[..., Any]) -> tuple[int, list[tuple[str, str]]]:
+    """(how many say/speech calls ``script``'s own source has, its literal voices)."""
+    try:
+        lines, first = inspect.getsourcelines(script)
+        filename = inspect.getsourcefile(script) or "<script>"
+    except (OSError, TypeError):
+        return 0, []
+    tree = _parse("".join(lines))
+    if tree is None:
+        return 0, []
+    calls = _calls_in(tree)
+    voices = []
+    for node in calls:
+        for keyword in node.keywords:
+            value = keyword.value
+            if keyword.arg == "voice" and isinstance(value, ast.Constant) and \
+                    isinstance(value.value, str):
+                voices.append((value.value, f"{filename}:{node.lineno + first - 1}"))
+    return len(calls), voices

@@ -356,9 +356,11 @@ def test_an_engine_returning_mp3_is_converted(sim, make_app):
 def test_an_unknown_voice_mid_call_is_command_failed_listing_voices(sim, make_app):
     """voice= names an eSpeak voice that does not exist: CommandFailed at the yield, with the
     engine's ValueError (a few voices that exist) as its message and cause."""
+    voice = "xx-" + "nowhere"  # not a literal: a literal is checked when the App is built
+
     def main(call):
         try:
-            yield ivr.say("hello", voice="xx-nowhere")
+            yield ivr.say("hello", voice=voice)
         except ivr.CommandFailed as error:
             call.data["error"] = str(error)
             call.data["cause"] = type(error.__cause__).__name__
@@ -425,3 +427,20 @@ def test_the_notebook_keypad_plays_a_spoken_prompt(sim, make_app):
     assert seen.wait(20), "the spoken prompt never reached the keypad's Audio widget"
     keypad.phone.wait_until_ended(20)
     keypad.close()
+
+
+def test_a_literal_unknown_voice_is_a_value_error_at_app_start(sim, tmp_path):
+    """voice="..." written in the script is checked when the App is built: a ValueError with
+    the file and line and a few voices that exist."""
+    script = tmp_path / "typo.py"
+    script.write_text("import ivrscript as ivr\n\n\ndef main(call):\n"
+                      "    yield ivr.say('hello', voice='en-usa')\n")
+    from ivrscript.loader import load_script_file
+
+    main, _ = load_script_file(str(script))
+    with pytest.raises(ValueError, match=r"typo.py:5: unknown voice 'en-usa'.*voices include "
+                                         r"en-us"):
+        ivr.App(main, platform=sim)
+    script.write_text(script.read_text().replace("en-usa", "en-gb"))
+    main, _ = load_script_file(str(script))
+    ivr.App(main, platform=sim)

@@ -44,7 +44,9 @@ _INSTALL = 'pip install "ivrscript[speech]" (eSpeak NG and miniaudio wheels, no 
 class SpeechEngine(Protocol):
     """Turns text into audio bytes (WAV, MP3, FLAC or Ogg). ``voice`` and ``rate`` are None for
     the engine's defaults; ``rate`` is relative to normal speech (1.0). An unknown voice is a
-    ``ValueError`` naming a few that exist. An optional ``name`` attribute keys the cache."""
+    ``ValueError`` naming a few that exist. An optional ``name`` attribute keys the cache; an
+    optional ``check_voice(voice)`` method (raising that ``ValueError``) lets the App check
+    the voices written in a script before any call."""
 
     def __call__(self, text: str, voice: str | None, rate: float | None) -> bytes: ...
 

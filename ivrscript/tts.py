@@ -339,7 +339,10 @@ class Synthesizer:
         path = os.path.join(self.cache_dir, f"{key}.wav")
         with self._stripes[int(key[:8], 16) % len(self._stripes)]:
             if os.path.isfile(path):
-                return path, _wav_length(path)
+                try:
+                    return path, _wav_length(path)
+                except (wave.Error, EOFError, ZeroDivisionError):
+                    pass  # a damaged entry (a full disk, a hand edit): synthesise it again
             data = self.engine(item.text, item.voice, item.rate)
             with self._lock:
                 self.synthesised += 1
@@ -362,7 +365,7 @@ def synthesizer_for(speech: Any) -> Synthesizer:
     """What ``App(speech=...)`` takes: None (eSpeak NG), an engine (any callable) or a
     :class:`Synthesizer`."""
     if speech is None or isinstance(speech, Synthesizer):
-        return speech or Synthesizer()
+        return speech if speech is not None else Synthesizer()
     if not callable(speech):
         raise ValueError(f"speech must be an engine (a function text, voice, rate -> WAV bytes) "
                          f"or a Synthesizer, got {speech!r}")

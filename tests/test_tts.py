@@ -179,6 +179,9 @@ def test_cache_hits_do_not_synthesise_again(tmp_path):
     assert engine.calls == [("Hello", None, None), ("Hello", "other", None), ("Hello", None, 1.5)]
     with open(path, "rb") as handle:
         assert wav_format(handle.read()) == (8000, 1, 2, pytest.approx(0.5))
+    with open(path, "wb") as handle:  # a damaged entry is synthesised again
+        handle.write(b"RIFF")
+    assert first.render(ivr.speech("Hello")) == (path, seconds) and len(engine.calls) == 4
 
 
 def test_unknown_voice_is_a_value_error_listing_voices():

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from .commands import Play, play
 from .errors import ConfigError
+from .text import clean
 
 __all__ = ["MAX_TEXT", "SAY_AS", "Speech", "SpeechEngine", "Synthesizer", "say", "speech",
            "speech_for_app", "spoken_in", "uses_speech"]
@@ -60,7 +61,10 @@ class Speech(str):
     rate: float | None
 
     def __new__(cls, text: str, voice: str | None = None, rate: float | None = None) -> Speech:
-        shown = "say " + json.dumps(text, ensure_ascii=False)
+        # Quoted, with control characters escaped: text may come from outside (a name read
+        # from a CRM) and transcripts are printed on terminals.
+        quoted = text.replace("\\", "\\\\").replace('"', '\\"')
+        shown = f'say "{clean(quoted, limit=len(quoted) + 1)}"'
         extra = [f"voice {voice}"] if voice else []
         if rate is not None:
             extra.append(f"rate {rate:g}")

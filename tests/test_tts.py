@@ -447,3 +447,12 @@ def test_a_literal_unknown_voice_is_a_value_error_at_app_start(sim, tmp_path):
     script.write_text(script.read_text().replace("en-usa", "en-gb"))
     main, _ = load_script_file(str(script))
     ivr.App(main, platform=sim)
+
+
+def test_spoken_text_is_shown_quoted_with_control_characters_escaped():
+    """Text that came from outside (an escape sequence, a newline, a bidi override) cannot
+    forge transcript lines or drive the terminal that prints them."""
+    item = ivr.speech('Hello "Bob"\n\x1b]52;c;AAAA\x07\u202e!')
+    assert str(item) == 'say "Hello \\"Bob\\"\\n\\x1b]52;c;AAAA\\x07\\u202e!"'
+    assert item.text == 'Hello "Bob"\n\x1b]52;c;AAAA\x07\u202e!'  # spoken as given
+    assert "\n" not in ivr.say(item.text).describe()

@@ -112,7 +112,7 @@ def convert(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> f
         wav = to_platform_wav(data)
     except ValueError as error:
         raise ValueError(f"{source}: {error}") from None
-    tmp = os.fspath(target) + ".tmp"
+    tmp = f"{os.fspath(target)}.{os.getpid()}.tmp"
     with open(tmp, "wb") as handle:
         handle.write(wav)
     os.replace(tmp, target)

@@ -31,6 +31,7 @@ from . import commands
 from .commands import MAX_INTER_DIGIT_TIMEOUT, MAX_TIMEOUT, time_limit_message
 from .errors import ConfigError
 from .media import find_media, first_report, is_remote, prompt_problem
+from .tts import say
 
 __all__ = ["check_script", "find_unyielded", "load_script_file", "NotYieldedWarning",
            "PromptWarning", "ScriptLoadError", "ScriptWarning", "TimeUnitWarning"]
@@ -374,7 +375,7 @@ _MISSING = object()
 def _is_builder(obj: Any) -> bool:
     """Whether ``obj`` is one of ivrscript's command builders (``ivr.play``, ...)."""
     return (isinstance(obj, FunctionType) and obj.__module__ == commands.__name__
-            and obj.__name__ in commands.__all__)
+            and obj.__name__ in commands.__all__) or obj is say  # say(text): play(speech(text))
 
 
 def _module_attribute(owner: Any, name: str) -> Any:

@@ -1,13 +1,14 @@
 """``python -m ivrscript prompts check|convert|say``: prompt audio the platform can play.
 
     python -m ivrscript prompts check DIR_OR_FILES...
-    python -m ivrscript prompts convert FILES... --out DIR
+    python -m ivrscript prompts convert FILES... [--out DIR]
     python -m ivrscript prompts say "Welcome to Acme." -o welcome.wav [--voice en-gb] [--rate 1.1]
 
 ``check`` lists each audio file with its format, sample rate, channels and length, and what is
 wrong for the platform (it plays 8 kHz mono 16-bit PCM WAV); exit 1 if anything is.
-``convert`` writes such WAVs from WAV, MP3, FLAC or Ogg Vorbis files; a file it cannot read is
-one line on stderr, the others are still converted, and the exit status is 1.
+``convert`` writes such WAVs from WAV, MP3, FLAC or Ogg Vorbis files, into DIR or beside each
+file (``NAME.wav``; a WAV is replaced in place); a file it cannot read is one line on stderr,
+the others are still converted, and the exit status is 1.
 ``say`` writes a spoken prompt to ship with the script.
 """
 
@@ -36,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("paths", nargs="+", metavar="DIR_OR_FILE")
     convert = sub.add_parser("convert", help="write 8 kHz mono WAVs from WAV/MP3/FLAC/OGG")
     convert.add_argument("files", nargs="+", metavar="FILE")
-    convert.add_argument("--out", required=True, metavar="DIR", help="folder to write to")
+    convert.add_argument("--out", default=None, metavar="DIR",
+                         help="folder to write to (default: beside each file; a WAV is "
+                         "replaced)")
     say = sub.add_parser("say", help="write a spoken prompt (eSpeak NG) to a WAV file")
     say.add_argument("text")
     say.add_argument("-o", "--output", required=True, metavar="FILE.wav")
@@ -80,34 +83,33 @@ def _check(paths: Sequence[str], out: TextIO, err: TextIO) -> int:
         bad += bool(problems)
     if bad:
         print(f"{bad} of {len(files)} files need converting: python -m ivrscript prompts "
-              "convert FILES... --out DIR", file=out)
+              "convert FILES... [--out DIR]", file=out)
     return 1 if bad else 0
 
 
-def _convert(files: Sequence[str], folder: str, out: TextIO, err: TextIO) -> int:
+def _convert(files: Sequence[str], folder: str | None, out: TextIO, err: TextIO) -> int:
     from .audio import convert
 
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as error:
-        print(f"cannot create {clean(folder, 400)}: {error.strerror or error}", file=err)
-        return 1
+    if folder is not None:
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as error:
+            print(f"cannot create {clean(folder, 400)}: {error.strerror or error}", file=err)
+            return 1
     failed = 0
     for path in files:
         stem = os.path.splitext(os.path.basename(path))[0]
-        target = os.path.join(folder, stem + ".wav")
-        if os.path.abspath(target) == os.path.abspath(path):
-            print(f"{clean(path, 400)}: would overwrite itself; choose another --out folder",
-                  file=err)
-            failed += 1
-            continue
+        target = os.path.join(folder if folder is not None else os.path.dirname(path),
+                              stem + ".wav")
         try:
-            seconds = convert(path, target)
+            seconds = convert(path, target)  # read whole, written atomically: in place is safe
         except (ValueError, OSError) as error:
             print(clean(str(error), 400), file=err)
             failed += 1
             continue
-        print(f"{clean(target, 400)}: 8000 Hz mono 16-bit PCM, {seconds:.2f} s", file=out)
+        replaced = " (replaced)" if os.path.abspath(target) == os.path.abspath(path) else ""
+        print(f"{clean(target, 400)}: 8000 Hz mono 16-bit PCM, {seconds:.2f} s{replaced}",
+              file=out)
     return 1 if failed else 0
 
 

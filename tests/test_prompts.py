@@ -139,3 +139,18 @@ def test_prompt_names_that_need_quoting_play_on_the_simulator(sim, make_app, tmp
     assert call.data["played"] == "Completed"
     assert "Failed" not in str(call.transcript) and len(phone.heard) == 1
     assert sim._media_cache[phone.heard[0]] == pytest.approx(0.2)
+
+
+def test_convert_without_out_writes_beside_each_file_and_fixes_what_the_loader_names(
+        incoming):
+    """`prompts convert FILE` (the fix the loader's prompt warning names) writes NAME.wav
+    beside each file; a WAV is replaced in place, after which it has no problem."""
+    from ivrscript.media import prompt_problem
+
+    tone = str(incoming / "tone.wav")
+    assert "prompts convert" in prompt_problem(tone)
+    code, out, err = run("convert", tone, str(incoming / "hello.mp3"))
+    assert (code, err) == (0, "")
+    assert f"{tone}: 8000 Hz mono 16-bit PCM, 0.50 s (replaced)" in out
+    assert prompt_problem(tone) is None and prompt_problem(str(incoming / "hello.wav")) is None
+    assert sorted(os.listdir(incoming)) == ["hello.mp3", "hello.wav", "tone.wav"]

@@ -9,11 +9,13 @@ sample rate (22,050 Hz); :mod:`ivrscript.speech` turns them into what the platfo
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import io
 import os
 import shutil
 import subprocess
+import tempfile
 import threading
 import wave
 from collections.abc import Callable
@@ -67,6 +69,9 @@ def _unknown_voice(voice: str, known: list[str]) -> ValueError:
                       f"{', '.join(few)} ({len(known)} in all)")
 
 
+_LIBRARY_LOCK = threading.Lock()
+
+
 class ESpeakLibrary:
     """libespeak-ng from the ``espeakng-loader`` wheel, called in this process.
 
@@ -74,17 +79,19 @@ class ESpeakLibrary:
     first call.
     """
 
-    name = "espeak-ng"
+    name = "espeak-ng-wheel"  # keys the cache: its audio differs from the program's
 
     def __init__(self, library_path: str, data_path: str) -> None:
         self.library_path = library_path
         self.data_path = data_path  # the espeak-ng-data folder
         self._lib: ctypes.CDLL | None = None
         self._rate = 22050
-        self._lock = threading.Lock()
+        self._lock = _LIBRARY_LOCK  # the library's state is process-wide, so is its lock
         self._chunks: list[bytes] = []
         self._callback = _SYNTH_CALLBACK(self._collect)  # kept alive as long as the engine
-        self._voices: list[str] | None = None
+        self._files: dict[str, str] | None = None
+        self._steady: dict[str, str] = {}  # voice file -> the same without flutter
+        self._folder: str | None = None
 
     def _collect(self, wav: ctypes._Pointer[ctypes.c_short], count: int, _events: int) -> int:
         if count > 0 and wav:
@@ -98,7 +105,7 @@ class ESpeakLibrary:
             lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p,
                                               ctypes.c_int]
             lib.espeak_SetSynthCallback.argtypes = [_SYNTH_CALLBACK]
-            lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+            lib.espeak_SetVoiceByFile.argtypes = [ctypes.c_char_p]
             lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
             lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint,
                                          ctypes.c_int, ctypes.c_uint, ctypes.c_uint,
@@ -121,34 +128,67 @@ class ESpeakLibrary:
             return list(self._voice_names())
 
     def _voice_names(self) -> list[str]:
-        if self._voices is None:
+        return sorted(self._voice_files())
+
+    def _voice_files(self) -> dict[str, str]:
+        """Voice name (file name and first language, lower case) -> its voice file."""
+        if self._files is None:
             found = self._load().espeak_ListVoices(None)
-            names: list[str] = []
+            files: dict[str, str] = {}
             i = 0
             while found[i]:
                 voice = found[i].contents
-                if voice.identifier and not voice.identifier.startswith(b"mb/"):
-                    names.append(os.path.basename(voice.identifier.decode()).lower())
-                    if voice.languages and len(voice.languages) > 1:  # a priority byte first
-                        names.append(voice.languages[1:].decode(errors="replace").lower())
                 i += 1
-            self._voices = sorted(set(names))
-        return self._voices
+                if not voice.identifier or voice.identifier.startswith(b"mb/"):
+                    continue  # MBROLA voices need a separate program
+                identifier = voice.identifier.decode()
+                path = next((p for p in (os.path.join(self.data_path, sub, identifier)
+                                         for sub in ("voices", "lang")) if os.path.isfile(p)),
+                            None)
+                if path is None:
+                    continue
+                names = [os.path.basename(identifier).lower()]
+                if voice.languages and len(voice.languages) > 1:  # a priority byte first
+                    names.append(voice.languages[1:].decode(errors="replace").lower())
+                for name in names:
+                    files.setdefault(name, path)
+            self._files = files
+        return self._files
 
     def check_voice(self, voice: str) -> None:
         """``ValueError`` naming a few voices that exist if ``voice`` is not one."""
         with self._lock:
-            self._set_voice(voice)
+            self._voice_file(voice)
 
-    def _set_voice(self, voice: str | None) -> None:
-        name = _ALIASES.get((voice or DEFAULT_VOICE).lower(), (voice or DEFAULT_VOICE).lower())
-        if self._load().espeak_SetVoiceByName(name.encode()) != _EE_OK:
+    def _voice_file(self, voice: str | None) -> str:
+        """The voice's file with its pitch flutter off, written once to a temporary folder.
+
+        Flutter (a small pitch wobble) runs on a phase the library never resets, so the same
+        text would come out a few samples longer or shorter from one call to the next; without
+        it a prompt's length, and so a recorded collect's timeout, is the same every time.
+        """
+        name = (voice or DEFAULT_VOICE).lower()
+        source = self._voice_files().get(_ALIASES.get(name, name))
+        if source is None:
             raise _unknown_voice(voice or name, self._voice_names())
+        if source not in self._steady:
+            if self._folder is None:
+                self._folder = tempfile.mkdtemp(prefix="ivrscript-espeak-")
+                atexit.register(shutil.rmtree, self._folder, True)
+            with open(source, encoding="utf-8", errors="replace") as handle:
+                text = handle.read()
+            target = os.path.join(self._folder, f"voice-{len(self._steady)}")
+            with open(target, "w", encoding="utf-8") as handle:
+                handle.write(text.rstrip("\n") + "\nflutter 0\n")
+            self._steady[source] = target
+        return self._steady[source]
 
     def __call__(self, text: str, voice: str | None, rate: float | None) -> bytes:
         with self._lock:
             lib = self._load()
-            self._set_voice(voice)
+            if lib.espeak_SetVoiceByFile(self._voice_file(voice).encode()) != _EE_OK:
+                raise RuntimeError(f"eSpeak NG could not load the voice {voice!r}")
+            lib.espeak_SetSynthCallback(self._callback)  # ours, even if another engine set its
             lib.espeak_SetParameter(_RATE, words_per_minute(rate), 0)
             data = text.encode("utf-8") + b"\0"
             self._chunks = []
@@ -163,7 +203,7 @@ class ESpeakLibrary:
 class ESpeakProgram:
     """The ``espeak-ng`` program on PATH, run once per text."""
 
-    name = "espeak-ng"
+    name = "espeak-ng-program"
 
     def __init__(self, program: str) -> None:
         self.program = program

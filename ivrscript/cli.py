@@ -34,6 +34,8 @@ __all__ = ["main", "build_parser", "check_port_free"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 KEYS = frozenset("0123456789*#")
+HANG_UP = "h"  # a typed line that hangs up (in the queue of typed lines)
+HANG_UP_WORDS = ("h", "hangup", "hang up")
 INTERRUPTED = "interrupted from the terminal (Ctrl-C)"
 
 _EPILOG = """\
@@ -328,11 +330,40 @@ def _media_name(uri: str) -> str:
     return uri.rstrip("/").rsplit("/", 1)[-1] or uri
 
 
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _say_recorded(app: Any, call: Call, say: Callable[[str], None], prefix: str = "",
+                  timeout: float = 10.0) -> bool:
+    """With --record, say where the call's cassette was written (once it is); True if said."""
+    recorder = getattr(app, "_recorder", None)
+    if recorder is None:
+        return False
+    try:
+        path = recorder.wait_for(call.session_id, timeout)
+    except TimeoutError:
+        say(f"{prefix}(not recorded: no cassette for call {call.session_id})")
+        return False
+    say(f"{prefix}Recorded: {path}")
+    return True
+
+
 # -- simulator mode --------------------------------------------------------------------------
 
 
 class _SimulatorMode:
-    """The built-in simulator with the terminal as the phone of one call."""
+    """The built-in simulator with the terminal as the phone of one call.
+
+    Typed lines are handled in order. A line of keys goes to the collect that is waiting for
+    keys, the one listening now if it still waits for more (a PIN typed one key per line), else
+    the next one; ``h`` hangs up once the lines before it are used. On a terminal, keys typed
+    while a prompt plays and nothing listens go to the platform's input buffer as on a real
+    phone (a collect that resets input discards them, and says so).
+    """
 
     def __init__(self, args: argparse.Namespace, script: Any, stdin: TextIO, out: TextIO,
                  err: TextIO) -> None:
@@ -346,7 +377,10 @@ class _SimulatorMode:
         self.eof = False
         self.phone: Any = None
         self.app: Any = None
-        self.listens = 0  # collects the phone has heard: to mask a sensitive one's keys
+        self.live_typing = _isatty(stdin)
+        self.listens = 0  # "listen" events seen: which collect is the current one
+        self.fed = -1  # the collect (by that count) the last typed keys went to
+        self.buffered = ""  # keys pressed while nothing listened (the platform's buffer)
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -365,6 +399,7 @@ class _SimulatorMode:
             app = _make_app(self.script, platform=sim, host=self.args.host, port=self.args.port,
                             record=self.args.record)
             _start(app)
+            self.app = app
             return self._call(sim, app)
         except KeyboardInterrupt:
             return self._interrupted(app)
@@ -375,7 +410,7 @@ class _SimulatorMode:
 
     def _call(self, sim: Any, app: Any) -> int:
         name = getattr(self.script, "__name__", "main")
-        hint = "" if self.stdin.isatty() else " (keys from stdin)"
+        hint = "" if self.live_typing else " (keys from stdin)"
         self.say(f"Simulator: calling {name}() at speed {self.args.speed:g}{hint}. "
                  "Type keys and Enter when the app listens; h hangs up.")
         if self.args.call:
@@ -387,10 +422,9 @@ class _SimulatorMode:
             self.phone = sim.phone(call.session_id)
         else:
             self.phone = sim.call(app)
-        self.app = app
         _read_lines(self.stdin, self.inbox)
         self._loop()
-        call = next((c for c in app.calls if c.session_id == self.phone.session_id), None)
+        call = self._app_call()
         if call is None:  # the app never took the call
             self.say(f"The app did not answer: {self.phone.error or self.phone.end_reason}")
             return EXIT_FAILED
@@ -399,7 +433,12 @@ class _SimulatorMode:
         except IvrError as error:
             print(f"ivrscript: {error}", file=self.err, flush=True)
         self._print_transcript(call)
+        _say_recorded(app, call, self.say)
         return EXIT_FAILED if call.failed else EXIT_OK
+
+    def _app_call(self) -> Call | None:
+        session_id = self.phone.session_id
+        return next((c for c in list(self.app.calls) if c.session_id == session_id), None)
 
     def _loop(self) -> None:
         phone = self.phone
@@ -412,23 +451,24 @@ class _SimulatorMode:
                 if item[1] is not phone:
                     continue
                 event = item[2]
+                if event.kind == "listen":
+                    self.listens += 1
                 self._show(event)
                 if event.kind == "exit":
+                    self._say_unused()
                     return
-                if event.kind == "listen":
-                    self._press_pending()
             elif kind == "line":
                 self._line(item[1])
             elif kind == "eof":
                 self.eof = True
+            self._advance()
             self._hang_up_after_input()
 
     def _line(self, text: str) -> None:
         if not text:
             return
-        if text.lower() in ("h", "hangup", "hang up"):
-            self.pending.clear()
-            self.phone.hang_up()
+        if text.lower() in HANG_UP_WORDS:
+            self.pending.append(HANG_UP)
             return
         keys = text.replace(" ", "")
         bad = sorted(set(keys) - KEYS)
@@ -437,31 +477,77 @@ class _SimulatorMode:
                   file=self.err, flush=True)
             return
         self.pending.append(keys)
-        self._press_pending()
 
-    def _press_pending(self) -> None:
-        """Press the next typed line if a collect is waiting for fresh keys."""
-        while self.pending and not self.phone.ended:
+    def _advance(self) -> None:
+        """Use the typed lines in order, as far as the call lets them go now."""
+        phone = self.phone
+        while self.pending and not phone.ended:
+            head = self.pending[0]
+            if head == HANG_UP:
+                self.pending.popleft()
+                phone.hang_up()
+                return
+            if not phone.listening:
+                if not (self.live_typing and phone.playing):
+                    return  # nothing listens: the line waits for the next collect
+                self.buffered += head  # a real phone would send it now, into the buffer
+            else:
+                self.fed = self.listens
             try:
-                self.phone.press(self.pending[0], wait=True, timeout=0)
-            except IvrError:  # no new collect yet: the line waits for the next one
+                phone.press(head, wait=False)
+            except IvrError:  # the call ended under us
                 return
             self.pending.popleft()
+            if not phone.listening:
+                return  # the keys ended that collect: the next line is for the next one
 
     def _hang_up_after_input(self) -> None:
-        """At the end of input, hang up once the app waits for keys that will not come."""
+        """At the end of input, hang up once the app listens for keys that will not come
+        (a collect that already had typed keys may still time out or complete)."""
         phone = self.phone
-        if self.eof and not self.pending and phone.listening and not phone.ended:
+        if (self.eof and not self.pending and phone.listening and not phone.ended
+                and self.fed != self.listens):
             self.say("  (end of input: hanging up)")
             phone.hang_up()
 
+    def _listening(self, patterns: str) -> str:
+        """What the app listens for: the patterns and for how long (from the app's side)."""
+        call = self._app_call()
+        collect = None
+        if call is not None:
+            for event in reversed(list(call.transcript)):
+                if event.kind == "collect":
+                    collect = event.data.get("command")
+                    break
+        text = f"  app listens for {patterns}"
+        timeout = getattr(collect, "timeout", None)
+        if isinstance(timeout, float | int):
+            when = " after the prompt" if getattr(collect, "prompt", ()) else ""
+            speed = self.args.speed
+            real = f"; {timeout / speed:.3g} s at speed {speed:g}" if speed != 1 else ""
+            text += f" ({timeout:g} s{when}{real})"
+        if self.buffered:
+            if getattr(collect, "reset_input", True):
+                text += f"\n  (keys {self.buffered} discarded: the collect resets input)"
+            else:
+                text += f"\n  (keys {self.buffered} typed before go to this collect)"
+            self.buffered = ""
+        elif not self.eof and not self.pending:
+            text += ": type keys and Enter"
+        return text
+
+    def _say_unused(self) -> None:
+        unused = [("h" if line == HANG_UP else line) for line in self.pending]
+        if self.buffered:
+            unused.insert(0, self.buffered)
+        if unused:
+            self.say(f"  (not used: {', '.join(unused)})")
+
     def _show(self, event: Any) -> None:
         kind, details = event.kind, event.details
-        if kind == "listen":
-            self.listens += 1
-        if kind in ("keys", "collected") and sensitive_collect(next(
-                (c for c in self.app.calls if c.session_id == self.phone.session_id), None),
-                self.listens - 1):
+        # (self.listens was counted by _loop: the collects the phone has heard)
+        if kind in ("keys", "collected") and sensitive_collect(self._app_call(),
+                                                              self.listens - 1):
             details = "'****' " + details.rsplit(" ", 1)[-1] if kind == "collected" else "****"
         if kind == "ring":
             self.say(f"Ringing the app: {details}")
@@ -470,8 +556,7 @@ class _SimulatorMode:
         elif kind == "played" and details != "Completed":
             self.say(f"           ({details.lower()})")
         elif kind == "listen":
-            hint = "" if self.eof else ": type keys and Enter"
-            self.say(f"  app listens for {details}{hint}")
+            self.say(self._listening(details))
         elif kind == "keys":
             self.say(f"  presses  {details}")
         elif kind == "collected":

@@ -115,6 +115,41 @@ class Proc:
                     pass
 
 
+class PtyProc(Proc):
+    """A subprocess whose stdin is a terminal (a pty), as when a person types at it."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        import pty
+
+        self.master, slave = pty.openpty()
+        self.args = args
+        self.popen = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdin=slave,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                      bufsize=1)
+        os.close(slave)
+        self.out, self.err = [], []
+        self._lines = queue.Queue()
+        self._threads = [threading.Thread(target=self._read, args=(stream, store, tag),
+                                          daemon=True)
+                         for stream, store, tag in ((self.popen.stdout, self.out, True),
+                                                    (self.popen.stderr, self.err, False))]
+        for thread in self._threads:
+            thread.start()
+
+    def send(self, line: str) -> None:
+        os.write(self.master, (line + "\n").encode())
+
+    def close_stdin(self) -> None:
+        os.write(self.master, b"\x04")  # Ctrl-D: end of input on a terminal
+
+    def kill(self) -> None:
+        super().kill()
+        try:
+            os.close(self.master)
+        except OSError:
+            pass
+
+
 @pytest.fixture
 def procs() -> Iterator[list[Proc]]:
     """Subprocesses started by the test, all killed at its end."""
@@ -167,13 +202,75 @@ def test_readme_first_command_pipes_a_pin(tmp_path: Any) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert "hears    welcome.wav" in out
-    assert "app listens for xxxx" in out
+    assert "app listens for xxxx (8 s after the prompt)" in out
     assert "presses  1234" in out
     transcript = out.split("Transcript:", 1)[1]
     assert "collect xxxx" in transcript and "-> '1234' Completed" in transcript
     assert "play    prompts/pin-accepted.wav" in transcript
     assert transcript.strip().endswith("exit    hangup")
     assert "Traceback" not in done.stderr
+
+
+def test_pin_typed_one_key_per_line_goes_to_the_waiting_collect(tmp_path: Any,
+                                                                procs: list[Proc]) -> None:
+    """Keys typed one per line while the collect still waits for digits all go to that collect
+    (a person typing a PIN on a real terminal, through a pty): the PIN is accepted."""
+    proc = PtyProc(["-m", "ivrscript", "examples/pin.py", "--speed", "2"], clean_env(tmp_path))
+    procs.append(proc)
+    proc.expect(r"app listens for xxxx \(8 s after the prompt; 4 s at speed 2\)")
+    for key in "1234":
+        proc.send(key)
+        proc.expect(rf"presses  {key}$")
+    proc.expect(r"app got  '1234' Completed")
+    proc.expect(r"hears    pin-accepted.wav")
+    proc.expect(r"Call ended: hangup")
+    assert proc.wait() == 0, proc.output()
+    assert "Timeout" not in proc.output()
+
+
+def test_keys_typed_during_a_play_that_does_not_listen_are_discarded_by_reset_input(
+        tmp_path: Any, procs: list[Proc]) -> None:
+    """On a terminal, keys typed while a prompt plays and nothing listens go to the platform's
+    input buffer, as on a real phone; a collect that resets input discards them and says so,
+    and the next keys count."""
+    path = write(tmp_path, "late.py", "import ivrscript as ivr\n\ndef main(call):\n"
+                 "    yield ivr.play('https://example.invalid/long.wav', repeat=4)\n"
+                 "    choice = yield ivr.collect('x', timeout=20)\n"
+                 "    call.data['choice'] = str(choice)\n")
+    proc = PtyProc(["-m", "ivrscript", path, "--speed", "2"], clean_env(tmp_path))
+    procs.append(proc)
+    proc.expect(r"hears    long.wav")
+    proc.send("5")
+    proc.expect(r"presses  5$")
+    proc.expect(r"app listens for x \(20 s; 10 s at speed 2\)")
+    proc.expect(r"\(keys 5 discarded: the collect resets input\)")
+    proc.send("7")
+    proc.expect(r"app got  '7' Completed")
+    assert proc.wait() == 0, proc.output()
+
+
+def test_lines_are_handled_in_order_and_unused_ones_are_named(no_credentials: None) -> None:
+    """'h' after queued keys hangs up after those keys were used; lines left when the call
+    ends are named."""
+    code, out, err = in_process(PIN, "--speed", "20", stdin="1234\nh\n")
+    assert code == 0, out + err
+    transcript = out.split("Transcript:", 1)[1]
+    assert "-> '1234' Completed" in transcript and "exit    caller-hangup" in transcript
+    code, out, err = in_process(PIN, "--speed", "20", stdin="9999\n1234\n5555\nh\n")
+    assert code == 0, out + err
+    assert "  (not used: 5555, h)" in out
+    transcript = out.split("Transcript:", 1)[1]
+    assert transcript.index("'9999' Completed") < transcript.index("'1234' Completed")
+    assert transcript.strip().endswith("exit    hangup")
+
+
+def test_an_early_hang_up_is_not_a_warning(tmp_path: Any) -> None:
+    """Hanging up before the app's first play arrives makes the platform answer that play
+    404; that race is the caller leaving, not a warning on stderr."""
+    done = run_cli(tmp_path, "examples/pin.py", "--speed", "20", stdin="h\n")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "you hung up" in done.stdout
+    assert done.stderr == "", done.stderr
 
 
 def test_keys_wait_for_the_next_collect(no_credentials: None) -> None:
@@ -319,6 +416,7 @@ def test_record_and_replay_flags(tmp_path: Any, no_credentials: None) -> None:
     assert code == 0, out + err
     cassettes = sorted(recordings.rglob("*.y*ml"))
     assert cassettes, f"no cassette in {recordings}"
+    assert f"Recorded: {cassettes[0]}" in out
     code, out, err = in_process(PIN, "--replay", str(cassettes[0]))
     assert code == 0, out + err
     assert "'1234' Completed" in out

@@ -27,7 +27,7 @@ from types import FrameType
 from typing import Any, TextIO
 
 from .call import Call, TranscriptEvent, sensitive_collect
-from .errors import ConfigError, IvrError, ReplayMismatch
+from .errors import ConfigError, IvrError, PlatformError, ReplayMismatch
 from .loader import ScriptWarning, load_script_file
 
 __all__ = ["main", "build_parser", "check_port_free"]
@@ -589,6 +589,40 @@ class _SimulatorMode:
 
 # -- live mode -------------------------------------------------------------------------------
 
+# A cheap authenticated GET the real platform serves to any extension's token: the app's own
+# extension. (The simulator checks the token before it looks the path up, so there a 404 after
+# the check still means the token was accepted.)
+CHECK_PATH = "/restapi/v1.0/account/~/extension/~"
+
+
+def check_credentials(client: Any) -> None:
+    """One authenticated request before serving: refused credentials or an unreachable
+    platform are one sentence (ConfigError); any other answer means the token was accepted
+    (a 403 only says this token may not read its extension, a 404 that the path is unknown)."""
+    server = client.server_url
+    try:
+        client.request("GET", CHECK_PATH)
+    except PlatformError as error:
+        if error.status == 0:
+            raise ConfigError(platform_problem(error, server)) from None
+        if error.status in (400, 401):  # a refused token, or a refused JWT grant
+            code = f" {error.error_code}" if error.error_code else ""
+            raise ConfigError(f"the platform at {server} refused the credentials "
+                              f"({error.status}{code}: {error.message}): check "
+                              "RINGCENTRAL_TOKEN (or RINGCENTRAL_CLIENT_ID, "
+                              "RINGCENTRAL_CLIENT_SECRET and RINGCENTRAL_JWT) and "
+                              "RINGCENTRAL_SERVER_URL") from None
+
+
+def platform_problem(error: BaseException, server: str) -> str:
+    """A platform error as a sentence: no answer at all reads "could not reach ...", not
+    "platform answered 0"."""
+    status = getattr(error, "status", None)
+    if status == 0:
+        return f"could not reach the platform at {server}: {getattr(error, 'message', error)}"
+    return str(error)
+
+
 
 class _LiveMode:
     """The listener on RingCentral (or anything that plays it), behind a tunnel."""
@@ -617,9 +651,19 @@ class _LiveMode:
         client = RingCentral.from_env()
         secret = load_secret()
         if not self.args.public_url and not os.environ.get("NGROK_AUTHTOKEN"):
+            client.close()
             raise ConfigError("live mode opens an ngrok tunnel, which needs NGROK_AUTHTOKEN: "
                               "set it to your token from the ngrok dashboard, or give "
                               "--public-url if the app is reachable some other way")
+        if self.args.call and not client.extension_number:
+            client.close()
+            raise ConfigError("--call needs RINGCENTRAL_EXTENSION_NUMBER: set it to the IVR "
+                              "app's extension number, which RingOut connects the call to")
+        try:
+            check_credentials(client)
+        except ConfigError:
+            client.close()
+            raise
         app = _make_app(self.script, platform=client, host=self.args.host, port=self.args.port,
                         public_url=self.args.public_url, record=self.args.record,
                         secret=secret)
@@ -673,7 +717,7 @@ class _LiveMode:
         try:
             app.dial(number)
         except IvrError as error:
-            self.inbox.put(("dial-failed", str(error)))
+            self.inbox.put(("dial-failed", platform_problem(error, app.client.server_url)))
 
     def _watch_new_calls(self, app: Any) -> None:
         for call in list(app.calls):

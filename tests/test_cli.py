@@ -374,6 +374,51 @@ def test_live_tunnel_without_ngrok_token(tmp_path: Any) -> None:
                                 RINGCENTRAL_TOKEN="t" * 30), "NGROK_AUTHTOKEN", "--public-url")
 
 
+def test_live_mode_refuses_a_bad_token_before_printing_callback_urls(
+        tmp_path: Any, procs: list[Proc]) -> None:
+    """Live mode checks the credentials with one authenticated request before it serves: the
+    standalone simulator refusing the token is one sentence, exit 2, and no callback URL was
+    printed; the right token gets to the callback URLs."""
+    from .test_live import free_port, start_simulator
+
+    _sim, url, token = start_simulator(tmp_path, procs)
+    port = free_port()
+    done = run_cli(tmp_path, "examples/pin.py", "--live", "--port", str(port), "--public-url",
+                   f"http://127.0.0.1:{port}", RINGCENTRAL_SERVER_URL=url,
+                   RINGCENTRAL_TOKEN="not-the-token-" + "x" * 20)
+    assert_one_sentence(done, f"the platform at {url} refused the credentials", "401",
+                        "RINGCENTRAL_TOKEN")
+    assert "on-call-enter" not in done.stdout, done.stdout
+    proc = Proc(["-m", "ivrscript", "examples/pin.py", "--live", "--port", str(port),
+                 "--public-url", f"http://127.0.0.1:{port}"],
+                clean_env(tmp_path, RINGCENTRAL_SERVER_URL=url, RINGCENTRAL_TOKEN=token))
+    procs.append(proc)
+    proc.expect(r"^  on-call-enter\s+http://127\.0\.0\.1")
+    proc.expect(r"Waiting for calls")
+
+
+def test_live_mode_says_when_the_platform_cannot_be_reached(tmp_path: Any) -> None:
+    """No server at RINGCENTRAL_SERVER_URL: "could not reach the platform at URL", not
+    "platform answered 0"."""
+    from .test_live import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    done = run_cli(tmp_path, "examples/pin.py", "--live", "--public-url", "http://127.0.0.1:9",
+                   RINGCENTRAL_SERVER_URL=url, RINGCENTRAL_TOKEN="t" * 30)
+    assert_one_sentence(done, f"could not reach the platform at {url}: could not connect")
+    assert "answered 0" not in done.stderr and "on-call-enter" not in done.stdout
+
+
+def test_live_call_without_the_extension_number_is_refused_at_start(tmp_path: Any) -> None:
+    """--call in live mode needs RINGCENTRAL_EXTENSION_NUMBER (RingOut connects the call to
+    it): refused before anything is served."""
+    done = run_cli(tmp_path, "examples/pin.py", "--live", "--public-url", "http://127.0.0.1:9",
+                   "--call", "+15550123", RINGCENTRAL_SERVER_URL="http://127.0.0.1:9",
+                   RINGCENTRAL_TOKEN="t" * 30)
+    assert_one_sentence(done, "--call needs RINGCENTRAL_EXTENSION_NUMBER")
+    assert done.stdout == ""
+
+
 def test_port_in_use(tmp_path: Any) -> None:
     """A taken --port is one sentence, not werkzeug's lines and an exit."""
     with socket.socket() as taken:

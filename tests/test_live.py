@@ -124,10 +124,11 @@ def test_ctrl_c_ends_live_calls_through_on_error(tmp_path: Any, procs: list[Proc
 def test_secret_is_kept_across_restarts(tmp_path: Any, procs: list[Proc]) -> None:
     """Without IVRSCRIPT_SECRET, two runs print the same callback URLs (the secret is kept
     in the config folder), so URLs configured once keep working."""
+    _sim, sim_url, token = start_simulator(tmp_path, procs)  # live mode checks the token
     urls = []
     for _ in range(2):
         port = free_port()
-        app = start_app(tmp_path, procs, "http://127.0.0.1:9", "t" * 30, port, secret=None)
+        app = start_app(tmp_path, procs, sim_url, token, port, secret=None)
         url = app.expect(r"^  on-call-enter\s+(\S+)$").group(1)
         urls.append(url.split(f":{port}/", 1)[1])
         stop_app(app)

@@ -635,6 +635,7 @@ class _LiveMode:
         self.err = err
         self.inbox: queue.Queue[tuple[Any, ...]] = queue.Queue()
         self.watched: dict[str, int] = {}  # session id -> call number
+        self.recorded: set[str] = set()  # session ids whose cassette was named
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -704,6 +705,7 @@ class _LiveMode:
             except queue.Empty:
                 item = None
             self._watch_new_calls(app)
+            self._say_recorded(app)
             if item is None:
                 continue
             if item[0] == "event":
@@ -712,6 +714,17 @@ class _LiveMode:
             elif item[0] == "dial-failed":
                 print(f"ivrscript: the outbound call failed: {item[1]}", file=self.err,
                       flush=True)
+
+    def _say_recorded(self, app: Any) -> None:
+        """With --record, say where each finished call's cassette was written."""
+        recorder = getattr(app, "_recorder", None)
+        if recorder is None:
+            return
+        for session_id, number in self.watched.items():
+            path = recorder.paths.get(session_id)
+            if path is not None and session_id not in self.recorded:
+                self.recorded.add(session_id)
+                self.say(f"[{number}] recorded: {path}")
 
     def _dial(self, app: Any, number: str) -> None:
         try:

@@ -397,6 +397,26 @@ def test_live_mode_refuses_a_bad_token_before_printing_callback_urls(
     proc.expect(r"Waiting for calls")
 
 
+def test_live_mode_names_each_recorded_cassette(tmp_path: Any, procs: list[Proc]) -> None:
+    """--record in live mode: once a call has ended, where its cassette was written."""
+    from .test_live import free_port, start_app, start_simulator, stop_app
+
+    if importlib.util.find_spec("ivrscript.recorder") is None:
+        pytest.skip("no recorder in this install")
+    sim, url, token = start_simulator(tmp_path, procs)
+    port = free_port()
+    recordings = tmp_path / "recordings"
+    app = start_app(tmp_path, procs, url, token, port, "--record", str(recordings))
+    enter = app.expect(r"^  on-call-enter\s+(\S+)$").group(1)
+    app.expect(r"Waiting for calls")
+    sim.send(f"call {enter}")
+    sim.send("1234")
+    app.expect(r"^\[1\] exit    hangup$")
+    path = app.expect(r"^\[1\] recorded: (\S+\.yaml)$").group(1)
+    assert os.path.isfile(path) and path.startswith(str(recordings))
+    stop_app(app)
+
+
 def test_live_mode_says_when_the_platform_cannot_be_reached(tmp_path: Any) -> None:
     """No server at RINGCENTRAL_SERVER_URL: "could not reach the platform at URL", not
     "platform answered 0"."""

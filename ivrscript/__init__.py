@@ -54,6 +54,12 @@ __version__ = "0.1.0"
 # last. The CLI and the notebook widgets show them; elsewhere, configure logging to see them.
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
+# In a notebook: re-running the cell that built an App or a Simulator stops the old ones
+# (see ivrscript/notebook.py; does nothing outside an IPython kernel).
+from .notebook import install as _install_notebook_hooks  # noqa: E402
+
+_install_notebook_hooks()
+
 __all__ = [
     # commands and results
     "play",

@@ -174,7 +174,11 @@ class App:
             older.stop()
 
     def stop(self) -> None:
-        """Stop listening; calls in progress get no more commands. Idempotent."""
+        """End the calls in progress through ``on_error`` (the caller is not left in silence),
+        then stop listening and tell the observers (widgets show "stopped"). Idempotent."""
+        was_running = self._listener is not None
+        if was_running and self._pool is not None:  # phone: stopping must not strand callers
+            self.end_calls("the app was stopped")
         self._stopped.set()
         listener, self._listener = self._listener, None
         if listener is not None:
@@ -197,6 +201,14 @@ class App:
             self._recorder.close()
             self._observers.remove(self._recorder)
             self._recorder = None
+        if was_running:  # phone: an optional observer hook, e.g. a dashboard says "stopped"
+            for observer in list(self._observers):
+                stopped = getattr(observer, "stopped", None)
+                if stopped is not None:
+                    try:
+                        stopped(self)
+                    except Exception:
+                        log.exception("observer %r failed on stop", observer)
 
     def serve_forever(self) -> None:
         """Start (if needed) and block until :meth:`stop` or Ctrl-C."""

@@ -406,8 +406,10 @@ def _as_bytes(value: bytes | str) -> bytes:
 
 
 def _script_file(script: Any) -> str | None:
+    from .notebook import source_file  # the notebook's name, not ipykernel's cell file
+
     code = getattr(script, "__code__", None)
-    return os.path.basename(code.co_filename) if code is not None else None
+    return source_file(code.co_filename) if code is not None else None
 
 
 def _file_stem(call: Call) -> str:

@@ -64,8 +64,8 @@ def open_tunnel(spec: Any, local_url: str, *, domain: str | None = None,
     token = env.get("NGROK_AUTHTOKEN")
     if not token:
         raise ConfigError("the ngrok tunnel needs NGROK_AUTHTOKEN: set it to your token from "
-                          "the ngrok dashboard, or give public_url=/--public-url if the app is "
-                          "reachable some other way")
+                          "the ngrok dashboard, or give public_url= (--public-url on the command "
+                          "line) if the app is reachable some other way")
     try:
         import ngrok  # type: ignore[import-not-found]
     except ImportError:
@@ -88,11 +88,13 @@ def open_tunnel(spec: Any, local_url: str, *, domain: str | None = None,
         listener = future.result(timeout=timeout)
     except concurrent.futures.TimeoutError:
         raise ConfigError(f"ngrok did not open a tunnel within {timeout:.0f} s: check the "
-                          "network and NGROK_AUTHTOKEN, or use --public-url") from None
+                          "network and NGROK_AUTHTOKEN, or give public_url= (--public-url on "
+                          "the command line)") from None
     except Exception as error:  # the SDK's errors carry their reasons as args
         detail = ": ".join(str(arg) for arg in error.args) or type(error).__name__
         raise ConfigError(f"ngrok could not open a tunnel ({detail}): check the network and "
-                          "NGROK_AUTHTOKEN, or use --public-url") from None
+                          "NGROK_AUTHTOKEN, or give public_url= (--public-url on the command "
+                          "line)") from None
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     url = listener.url() if callable(getattr(listener, "url", None)) else str(listener.url)

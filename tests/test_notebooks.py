@@ -148,3 +148,96 @@ def test_notebooks_are_committed_without_outputs(name: str) -> None:
 def test_every_notebook_is_tested() -> None:
     """A notebook added to notebooks/ without expectations here is a test failure."""
     assert sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")) == sorted(EXPECTED)
+
+
+class Kernel:
+    """A real Jupyter kernel that runs code as cells with a cell id, as JupyterLab sends them."""
+
+    def __init__(self, kernel_name: str) -> None:
+        from jupyter_client.manager import start_new_kernel
+
+        self.manager, self.client = start_new_kernel(kernel_name=kernel_name,
+                                                     startup_timeout=120, cwd=str(NOTEBOOKS))
+
+    def run(self, code: str, cell_id: str, timeout: float = CELL_TIMEOUT) -> str:
+        """Run ``code`` as the cell ``cell_id``; its stdout (an error fails the test)."""
+        client = self.client
+        msg = client.session.msg("execute_request",
+                                 {"code": code, "silent": False, "store_history": True,
+                                  "user_expressions": {}, "allow_stdin": False,
+                                  "stop_on_error": True},
+                                 metadata={"cellId": cell_id})
+        client.shell_channel.send(msg)
+        msg_id = msg["header"]["msg_id"]
+        out: list[str] = []
+        while True:
+            reply = client.get_iopub_msg(timeout=timeout)
+            if reply["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind, content = reply["msg_type"], reply["content"]
+            if kind == "stream":
+                assert content["name"] == "stdout", f"stderr from cell {cell_id}: {content}"
+                out.append(content["text"])
+            elif kind == "error":
+                raise AssertionError(f"cell {cell_id} raised: {content['ename']}: "
+                                     f"{content['evalue']}")
+            elif kind == "status" and content["execution_state"] == "idle":
+                return "".join(out)
+
+    def close(self) -> None:
+        self.client.stop_channels()
+        self.manager.shutdown_kernel(now=True)
+
+
+def test_rerunning_a_cell_stops_what_that_cell_built_before(kernel_name: str) -> None:
+    """Re-running the cell that built a Simulator and an App stops those two (the old App ends
+    its call in progress through on_error: the caller hears a hang-up, not silence) and says so
+    in one line; the App another cell built keeps running."""
+    kernel = Kernel(kernel_name)
+    try:
+        kernel.run("import ivrscript as ivr\nfrom ivrscript import App, Simulator\n"
+                   "def main(call):\n    yield ivr.collect('x', timeout=60)\n", "setup")
+        build = ("sim = Simulator(speed=5).start()\n"
+                 "app = App(main, platform=sim).start()\n")
+        assert kernel.run(build, "build") == ""
+        assert kernel.run("other = App(main, platform=Simulator().start()).start()\n"
+                          "first_sim, first_app = sim, app\n"
+                          "phone = sim.call(app)\nphone.wait_until_listening(30)\n",
+                          "other") == ""
+        out = kernel.run(build, "build")
+        lines = out.strip().splitlines()
+        assert len(lines) == 1, out
+        assert lines[0].startswith("ivrscript: this cell was run again: stopped the App on "
+                                   "http://127.0.0.1:") and "and the Simulator on" in lines[0]
+        assert kernel.run("print(first_app.running, app.running, other.running, "
+                          "other.platform._state, first_sim._state, app is first_app)\n"
+                          "print(phone.end_reason, first_app.calls[0].end_reason)\n",
+                          "check") == "False True True running stopped False\nhangup hangup\n"
+        # the same code in another cell is another cell: nothing stopped
+        assert kernel.run(build, "build-copy") == ""
+        assert kernel.run("print(app.running, other.running)\n"
+                          "for a in (app, other): a.stop()\n", "check") == "True True\n"
+    finally:
+        kernel.close()
+
+
+def test_a_cassette_recorded_in_a_notebook_names_the_notebook(kernel_name: str,
+                                                              tmp_path: Path) -> None:
+    """A script defined in a notebook cell is recorded with the notebook's name as its file
+    (the Jupyter server tells the kernel in JPY_SESSION_NAME), not ipykernel's temporary file
+    for the cell."""
+    kernel = Kernel(kernel_name)
+    try:
+        out = kernel.run(
+            "import os\nos.environ['JPY_SESSION_NAME'] = '/home/me/work/pin-demo.ipynb'\n"
+            "import ivrscript as ivr\nfrom ivrscript import App, Simulator\n"
+            "from ivrscript.recorder import load_recording\n"
+            "def main(call):\n    yield ivr.play('x.wav')\n"
+            f"with Simulator(speed=20) as sim, App(main, platform=sim, record={str(tmp_path)!r})"
+            " as app:\n"
+            "    phone = sim.call(app)\n    phone.wait_until_ended(30)\n"
+            "    path = app._recorder.wait_for(phone.session_id, 30)\n"
+            "print(load_recording(path).meta['script'])\n", "record")
+        assert out == "{'name': 'main', 'file': 'pin-demo.ipynb'}\n", out
+    finally:
+        kernel.close()

@@ -13,17 +13,22 @@ sends from threads that had no parent header: ipykernel#1450, ipywidgets#4001; 7
 to the latest cell's). Traitlets and a widget's sync state (``hold_sync``) are not locked, so
 every write here goes through one lock as one ``hold_sync`` batch, and nothing is printed from a
 thread (an ``Output`` widget does not capture other threads' output reliably: ipywidgets#4020).
-Warnings that ivrscript logs while a widget exists are shown in the widget's log line instead of
+Warnings that ivrscript logs while a widget exists are shown in the log line of the widgets of
+the App they concern (one line each, no traceback: that is in the call's transcript) instead of
 on stderr, where they would land in whichever cell ran last.
+
+Colours come from JupyterLab's theme (``--jp-*`` CSS variables, with fallbacks elsewhere).
 """
 
 from __future__ import annotations
 
 import collections
 import html
+import io
 import logging
 import os
 import threading
+import wave
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -31,15 +36,32 @@ from typing import Any
 import ipywidgets as w
 
 from .call import Call, TranscriptEvent, sensitive_collect
-from .errors import IvrError
+from .errors import IvrError, ReplayMismatch
+from .text import clean
 
-__all__ = ["Dashboard", "Keypad", "CallView"]
+__all__ = ["Dashboard", "Keypad", "CallView", "show_mismatch"]
 
 log = logging.getLogger("ivrscript.widgets")
 
 KEYS = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "*", "0", "#")
 _MAX_AUDIO_BYTES = 20 * 1024 * 1024
 _lock = threading.RLock()  # every widget write, from any thread
+
+# Theme colours: JupyterLab's CSS variables, with fallbacks for other frontends.
+_ERROR = "var(--jp-error-color1, #c62828)"
+_DIM = "var(--jp-ui-font-color2, #777)"
+_OK = "var(--jp-success-color1, #2e7d32)"
+_BORDER = "var(--jp-border-color2, #ddd)"
+
+_STYLE = f"""<style>
+.ivrscript-card {{ border: 1px solid {_BORDER}; border-radius: 6px;
+  background: var(--jp-layout-color1, transparent); color: var(--jp-ui-font-color1, inherit); }}
+.ivrscript-keypad {{ width: fit-content; padding: 10px 12px; border-radius: 16px;
+  border: 1px solid var(--jp-border-color1, #bbb); background: var(--jp-layout-color2, #f5f5f5);
+  box-shadow: var(--jp-elevation-z2, none); }}
+.ivrscript-keypad .ivrscript-key {{ border-radius: 18px; font-size: 15px; font-weight: 600; }}
+.ivrscript-keypad .ivrscript-action {{ border-radius: 16px; }}
+</style>"""
 
 
 def _set(widget: w.Widget, **traits: Any) -> None:
@@ -63,13 +85,19 @@ def _code(text: str) -> str:
 
 
 class _WidgetLog(logging.Handler):
-    """Shows ivrscript's warnings in the log line of every live widget (and keeps them off
-    stderr, where a background thread's output lands in whichever cell ran last)."""
+    """Shows ivrscript's warnings in the log lines of live widgets (and keeps them off stderr,
+    where a background thread's output lands in whichever cell ran last).
+
+    A warning about a call (its session id in the message) goes to the widgets of the App
+    that has that call; one that names no call of any shown App (a process-wide problem) goes
+    to every live widget. Each widget keeps its own last lines: a new widget starts empty.
+    """
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
-        self.lines: collections.deque[str] = collections.deque(maxlen=5)
-        self.views: weakref.WeakSet[w.HTML] = weakref.WeakSet()
+        # log line widget -> (its App, weakly; its lines)
+        self.views: weakref.WeakKeyDictionary[w.HTML, tuple[Any, collections.deque[str]]] = (
+            weakref.WeakKeyDictionary())
 
     def handle(self, record: logging.LogRecord) -> bool:
         # Without the handler's own lock: emit() takes the widgets' lock, and one lock order
@@ -81,34 +109,57 @@ class _WidgetLog(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = f"{record.levelname.lower()}: {record.getMessage()}"
+            message = record.getMessage()
+            line = f"{record.levelname.lower()}: {_one_line(message)}"
             if record.exc_info and record.exc_info[1] is not None:
-                line += f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})"
+                error = record.exc_info[1]
+                line += f" ({type(error).__name__}: {_one_line(str(error))})"
         except Exception:  # a bad format string must not break the caller's thread
-            line = f"{record.levelname.lower()}: {record.msg!r}"
+            message, line = "", f"{record.levelname.lower()}: {record.msg!r}"
         with _lock:
-            self.lines.append(line)
-            for view in list(self.views):
-                self.show(view)
+            views = list(self.views.items())
+            apps = {id(app): app for _, (ref, _) in views if (app := ref()) is not None}
+            concerned = {key for key, app in apps.items() if _mentions_a_call(app, message)}
+            for view, (ref, lines) in views:
+                app = ref()
+                if concerned and (app is None or id(app) not in concerned):
+                    continue
+                lines.append(line)
+                self.show(view, lines)
 
-    def show(self, view: w.HTML) -> None:
-        text = "\n".join(self.lines)
-        _set(view, value=f"<div style='color:#a33'>{_pre(text)}</div>" if text else "")
+    @staticmethod
+    def show(view: w.HTML, lines: collections.deque[str]) -> None:
+        text = "\n".join(lines)
+        _set(view, value=f"<div style='color:{_ERROR}'>{_pre(text)}</div>" if text else "")
+
+
+def _one_line(message: str) -> str:
+    """A log message as one line: a traceback (it is in the transcript) becomes its last line,
+    the exception."""
+    head, marker, tail = message.partition("Traceback (most recent call last):")
+    if marker:
+        last = [line for line in tail.strip().splitlines() if line.strip()]
+        message = head + (last[-1].strip() if last else "")
+    return clean(message.strip().splitlines()[0] if message.strip() else "", 300)
+
+
+def _mentions_a_call(app: Any, message: str) -> bool:
+    calls = list(getattr(app, "calls", ()))[-200:]  # recent calls: a long-running app has many
+    return any(call.session_id and call.session_id in message for call in calls)
 
 
 _widget_log: _WidgetLog | None = None
 
 
-def _log_view() -> w.HTML:
-    """An HTML widget that shows ivrscript's recent warnings."""
+def _log_view(app: Any) -> w.HTML:
+    """An HTML widget that shows ivrscript's recent warnings about ``app``."""
     global _widget_log
     with _lock:
         if _widget_log is None:
             _widget_log = _WidgetLog()
             logging.getLogger("ivrscript").addHandler(_widget_log)
         view = w.HTML()
-        _widget_log.views.add(view)
-        _widget_log.show(view)
+        _widget_log.views[view] = (weakref.ref(app), collections.deque(maxlen=5))
     return view
 
 
@@ -136,7 +187,7 @@ class CallView(w.VBox):
         state = f"ended: {call.end_reason}" if call.ended else "in progress"
         who = html.escape(call.caller or "?")
         title = (f"<b>{html.escape(call.script_name or 'call')}</b> &middot; from {who} "
-                 f"&middot; {state} &middot; <span style='color:#888'>"
+                 f"&middot; {state} &middot; <span style='color:{_DIM}'>"
                  f"{html.escape(call.session_id)}</span>")
         _set(self.title, value=title)
         _set(self.text, value=_pre(str(call.transcript)))
@@ -175,6 +226,11 @@ class _AppObserver:
         if owner is not None:
             owner._finished(call)
 
+    def stopped(self, app: Any) -> None:
+        owner = self.owner()
+        if owner is not None:
+            owner._stopped(app)
+
 
 # -- the dashboard ---------------------------------------------------------------------------
 
@@ -192,9 +248,10 @@ class Dashboard(w.VBox):
         self.header = w.HTML()
         self.urls = w.HTML()
         self.calls = w.VBox()
-        self.log_line = _log_view()
+        self.log_line = _log_view(app)
         self._views: dict[str, CallView] = {}
-        super().__init__([self.header, self.urls, self.calls, self.log_line], **kwargs)
+        super().__init__([w.HTML(_STYLE), self.header, self.urls, self.calls, self.log_line],
+                         **kwargs)
         self._observer = _AppObserver(app, self)
         for call in list(app.calls):
             self._entered(call)
@@ -210,7 +267,7 @@ class Dashboard(w.VBox):
             local = app.url
             rows = [("public URL", app.public_url), *app.callback_urls.items()]
         except IvrError:  # not running (or stopping right now)
-            where = "stopped (call <code>app.start()</code>)"
+            where = f"<b style='color:{_DIM}'>stopped</b>"
             urls = ""
         else:
             where = f"listening on {_code(local)}"
@@ -218,7 +275,7 @@ class Dashboard(w.VBox):
                            f"<td>{_code(v)}</td></tr>" for k, v in rows)
             urls = f"<table style='font-size:12px'>{urls}</table>"
         header = (f"<b>ivrscript App</b> &middot; script <code>{name}</code> &middot; {where} "
-                  f"&middot; {len(calls)} calls, {active} in progress")
+                  f"&middot; {_plural(len(calls), 'call')}, {active} in progress")
         if len(calls) > self.max_calls:
             header += f" (showing the last {self.max_calls})"
         _set(self.header, value=header)
@@ -228,8 +285,8 @@ class Dashboard(w.VBox):
         with _lock:
             if call.session_id in self._views:
                 return
-            view = CallView(call, layout=w.Layout(border="1px solid #ddd", padding="2px 6px",
-                                                  margin="2px 0"))
+            view = CallView(call, layout=w.Layout(padding="2px 8px", margin="2px 0"))
+            view.add_class("ivrscript-card")
             self._views[call.session_id] = view
             shown = list(self._views.values())  # oldest first
             for old in shown[:-self.max_calls]:
@@ -241,6 +298,11 @@ class Dashboard(w.VBox):
     def _finished(self, call: Call) -> None:
         view = self._views.get(call.session_id)
         if view is not None:
+            view.refresh()
+        self.refresh()
+
+    def _stopped(self, app: Any) -> None:
+        for view in list(self._views.values()):
             view.refresh()
         self.refresh()
 
@@ -266,9 +328,9 @@ class Dashboard(w.VBox):
 
 class Keypad(w.VBox):
     """A phone for simulated calls: "Call" rings ``app`` on ``simulator``, the keys press
-    DTMF keys, "Hang up" hangs up. A line shows what is playing and whether the app is
-    listening; below it, the call's transcript, and the prompt (when it is a local WAV file)
-    as audio you can hear.
+    DTMF keys, "Hang up" hangs up. A line shows what is playing, whether the app is listening
+    and the keys pressed for each collect; below it, the prompt (when it is a local WAV file)
+    as audio you hear once, and the call's transcript.
 
     Clicks return at once: keys go to the platform as pressed (``phone.press(wait=False)``),
     as on a real phone, so press them while the app listens. ``keypad.phone`` is the
@@ -283,33 +345,46 @@ class Keypad(w.VBox):
         self.caller = caller
         self.phone: Any = None
         self.call: Call | None = None
-        self.keys_pressed = ""
+        self.keys_pressed = ""  # every key of the current call, in order
+        # the keys pressed for each collect: (the collect's index in the call, or None before
+        # the first one; the keys)
+        self.key_groups: list[tuple[int | None, str]] = []
+        self._listens = 0
         self.buttons: dict[str, w.Button] = {}
-        rows = []
-        for row in (KEYS[0:3], KEYS[3:6], KEYS[6:9], KEYS[9:12]):
-            buttons = []
-            for key in row:
-                button = w.Button(description=key, layout=w.Layout(width="48px"))
-                button.on_click(self._on_key)
-                self.buttons[key] = button
-                buttons.append(button)
-            rows.append(w.HBox(buttons))
+        for key in KEYS:
+            button = w.Button(description=key, layout=w.Layout(width="52px", height="36px"))
+            button.add_class("ivrscript-key")
+            button.on_click(self._on_key)
+            self.buttons[key] = button
+        keys = w.GridBox(list(self.buttons.values()), layout=w.Layout(
+            grid_template_columns="repeat(3, 52px)", grid_gap="6px 8px", width="max-content"))
         self.call_button = w.Button(description="Call", button_style="success",
-                                    layout=w.Layout(width="72px"))
+                                    icon="phone", layout=w.Layout(width="84px"))
         self.hang_up_button = w.Button(description="Hang up", button_style="danger",
-                                       layout=w.Layout(width="72px"))
+                                       layout=w.Layout(width="84px"))
+        for button in (self.call_button, self.hang_up_button):
+            button.add_class("ivrscript-action")
         self.call_button.on_click(self._on_call)
         self.hang_up_button.on_click(self._on_hang_up)
         self.buttons["Call"] = self.call_button
         self.buttons["Hang up"] = self.hang_up_button
         self.status = w.HTML()
-        self.audio = w.Audio(value=b"", format="wav", autoplay=True, controls=True,
-                             layout=w.Layout(display="none"))
+        # Built now, shown with the first prompt: an Audio view without a source would log a
+        # browser console error. loop=False: ipywidgets' Audio loops by default.
+        self.audio = w.Audio(value=b"", format="wav", autoplay=True, loop=False, controls=True,
+                             layout=w.Layout(width="260px"))
+        self.audio_box = w.Box()
         self.transcript = w.VBox()
-        self.log_line = _log_view()
-        pad = w.VBox([*rows, w.HBox([self.call_button, self.hang_up_button])])
-        super().__init__([pad, self.status, self.audio, self.transcript, self.log_line], **kwargs)
+        self.log_line = _log_view(app)
+        actions = w.HBox([self.call_button, self.hang_up_button],
+                         layout=w.Layout(margin="8px 0 0 0", justify_content="space-between"))
+        pad = w.VBox([keys, actions], layout=w.Layout(width="max-content"))
+        pad.add_class("ivrscript-card")
+        pad.add_class("ivrscript-keypad")
+        super().__init__([w.HTML(_STYLE), pad, self.status, self.audio_box, self.transcript,
+                          self.log_line], **kwargs)
         self._message = ""
+        self._message_for: tuple[Any, bool] = (None, False)  # the state the note is about
         self._observer = _AppObserver(app, self)
         ref = weakref.ref(self)
 
@@ -327,6 +402,10 @@ class Keypad(w.VBox):
         if self.phone is not None and not self.phone.ended:
             self.refresh("A call is in progress: hang up first.")
             return
+        if not self.app.running:
+            self.refresh("Cannot call: the app is stopped (start it with app.start(), or build "
+                         "a new App and a new Keypad).")
+            return
         try:
             phone = self.simulator.call(self.app, caller=self.caller)
         except (IvrError, RuntimeError) as error:
@@ -335,6 +414,8 @@ class Keypad(w.VBox):
         with _lock:
             self.phone = phone
             self.keys_pressed = ""
+            self.key_groups = []
+            self._listens = 0
             self.call = next((c for c in self.app.calls if c.session_id == phone.session_id),
                              None)
             old = self.transcript.children
@@ -366,6 +447,7 @@ class Keypad(w.VBox):
             self.refresh("No call in progress.")
             return
         phone.hang_up()
+        self._stop_audio()
         self.refresh("")
 
     def press(self, keys: str) -> None:
@@ -376,8 +458,21 @@ class Keypad(w.VBox):
     # -- updates (any thread) -------------------------------------------------------------
 
     def _phone_event(self, event: Any) -> None:
-        if event.kind == "play":
+        kind = event.kind
+        with _lock:
+            if kind == "listen":
+                self._listens += 1
+                self.key_groups.append((self._listens - 1, ""))
+            elif kind == "keys":
+                if not self.key_groups:  # before the first collect
+                    self.key_groups.append((None, ""))
+                index, keys = self.key_groups[-1]
+                self.key_groups[-1] = (index, keys + event.details)
+        if kind == "play":
             self._show_prompt(event.details)
+        elif (kind == "played" and event.details != "Completed") or kind in (
+                "hangup", "caller-hangup", "forward", "exit"):
+            self._stop_audio()  # interrupted, cancelled, or the call is over
         self.refresh()
 
     def _entered(self, call: Call) -> None:
@@ -388,7 +483,15 @@ class Keypad(w.VBox):
             for view in self.transcript.children:
                 if isinstance(view, CallView):
                     view.refresh()
+            self._stop_audio()
             self.refresh()
+
+    def _stopped(self, app: Any) -> None:
+        self._stop_audio()
+        for view in self.transcript.children:
+            if isinstance(view, CallView):
+                view.refresh()
+        self.refresh()
 
     def _show_prompt(self, uri: str) -> None:
         path = _local_media(self.app, uri)
@@ -401,33 +504,53 @@ class Keypad(w.VBox):
                 data = file.read()
         except OSError:
             return
-        _set(self.audio, value=data, format="wav")
-        _set(self.audio.layout, display="")
+        with _lock:
+            _set(self.audio, value=data, format="wav", autoplay=True)
+            if not self.audio_box.children:
+                _set(self.audio_box, children=(self.audio,))
+
+    def _stop_audio(self) -> None:
+        """Stop the prompt playing in the browser: the player gets a moment of silence (and
+        no autoplay), so it ends paused."""
+        with _lock:
+            if self.audio_box.children and self.audio.value != _SILENCE:
+                _set(self.audio, autoplay=False, value=_SILENCE, format="wav")
 
     def refresh(self, message: str | None = None) -> None:
-        """Redraw the status line; ``message`` (if given) replaces the note under it."""
-        if message is not None:
-            self._message = message
+        """Redraw the status line; ``message`` (if given) replaces the note under it, for as
+        long as the call's state stays what it was when the note was made."""
         phone = self.phone
+        state = (phone, bool(phone is not None and phone.ended))
+        if message is not None:
+            self._message, self._message_for = message, state
+        elif self._message and self._message_for != state:
+            self._message = ""  # the note was about a state that is over
         if phone is None:
             line = "Ready: press <b>Call</b> to ring the app."
+            if not self.app.running:
+                line = f"<b style='color:{_DIM}'>The app is stopped.</b>"
         elif phone.ended:
             line = f"Call ended: <b>{html.escape(str(phone.end_reason))}</b>"
             if phone.forwarded_to:
                 line += f" to {html.escape(str(phone.forwarded_to))}"
+            if not self.app.running:
+                line += f" &middot; <b style='color:{_DIM}'>the app is stopped</b>"
         else:
             playing = phone.playing
             play = (f"&#9654; playing <code>{html.escape(_media_name(playing))}</code>"
                     if playing else "nothing playing")
             patterns = phone.collect_patterns
-            listen = (f"<b style='color:#080'>&#9679; listening</b> for "
+            listen = (f"<b style='color:{_OK}'>&#9679; listening</b> for "
                       f"<code>{html.escape(' '.join(patterns))}</code>"
-                      if patterns is not None else "<span style='color:#888'>not listening"
+                      if patterns is not None else f"<span style='color:{_DIM}'>not listening"
                                                    "</span>")
             line = f"{play} &middot; {listen}"
-        if phone is not None and self.keys_pressed:
-            keys = "****" if sensitive_collect(self.call) else self.keys_pressed
-            line += f" &middot; keys <code>{html.escape(keys)}</code>"
+        groups = [(index, keys) for index, keys in self.key_groups if keys]
+        if phone is not None and groups:
+            shown = " ".join(
+                f"<code>{'****' if sensitive_collect(self.call, index) else html.escape(keys)}"
+                "</code>" for index, keys in groups)
+            line += f" &middot; keys {shown}"
         if self._message:
             line += f"<br><i>{html.escape(self._message)}</i>"
         _set(self.status, value=line)
@@ -441,6 +564,69 @@ class Keypad(w.VBox):
     def __repr__(self) -> str:
         return f"<Keypad for {self.app!r}: {self.phone!r}>" if self.phone else (
             f"<Keypad for {self.app!r}: no call yet>")
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _silence(seconds: float = 0.05, rate: int = 8000) -> bytes:
+    """A short silent WAV (what the player gets to stop a prompt)."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(b"\x00\x00" * int(seconds * rate))
+    return buffer.getvalue()
+
+
+_SILENCE = _silence()
+
+
+def show_mismatch(error: ReplayMismatch) -> w.HTML:
+    """A :class:`ReplayMismatch` as an HTML widget: its summary, then what was recorded and what
+    the script issued side by side (differences marked), then the transcript up to there."""
+    return w.HTML(mismatch_html(error))
+
+
+def mismatch_html(error: BaseException) -> str:
+    """The HTML of :func:`show_mismatch` (a side-by-side table from the mismatch's text)."""
+    text = str(error)
+    lines = text.splitlines()
+    summary = html.escape(lines[0]) if lines else ""
+    rows: list[str] = []
+    rest: list[str] = []
+    in_table = False
+    for line in lines[1:]:
+        if line.startswith("  transcript up to there:"):
+            in_table = False
+            rest.append(line.strip())
+            continue
+        if not rest and (line.startswith("    ") or line.startswith("  * ")):
+            in_table = True
+            marked = line.startswith("  * ")
+            cells = line[4:].split("  ")
+            cells = [c.strip() for c in cells if c.strip()]
+            if not rows:  # the header: "", recorded, issued
+                rows.append("<tr><th></th>" + "".join(f"<th style='text-align:left'>"
+                            f"{html.escape(c)}</th>" for c in cells) + "</tr>")
+                continue
+            key, values = (cells[0], cells[1:]) if cells else ("", [])
+            if not marked:
+                values = [values[0], values[0]] if values else ["", ""]
+            style = " style='background:var(--jp-warn-color3, #fff3cd)'" if marked else ""
+            rows.append(f"<tr{style}><td><b>{html.escape(key)}</b></td>" + "".join(
+                f"<td style='word-break:break-all'><code>{html.escape(v)}</code></td>"
+                for v in values[:2]) + "</tr>")
+        elif in_table or rest:
+            rest.append(line)
+    table = (f"<table style='border-collapse:collapse; font-size:12px; width:100%; "
+             f"table-layout:fixed'>{''.join(rows)}</table>" if rows else "")
+    tail = _pre("\n".join(rest)) if rest else ""
+    return (f"<div class='ivrscript-card' style='padding:6px 8px; border:1px solid {_BORDER}'>"
+            f"<div style='color:{_ERROR}'><b>ReplayMismatch</b>: {summary}</div>{table}{tail}"
+            "</div>")
 
 
 def _media_name(uri: str) -> str:

@@ -182,7 +182,7 @@ def test_dashboard_shows_calls_appearing_and_transcripts_updating(
     phone.wait_until_listening(TIMEOUT)
     phone.hang_up()
     until(view.title, "value", lambda v: "ended: caller-hangup" in v, "the call ended")
-    until(dash.header, "value", lambda v: "1 calls, 0 in progress" in v, "the header's count")
+    until(dash.header, "value", lambda v: "1 call, 0 in progress" in v, "the header's count (singular)")
 
     second = sim.call(app)
     assert [v.call.session_id for v in dash.calls.children] == [phone.session_id,
@@ -301,3 +301,135 @@ def test_a_new_app_on_a_port_an_older_app_holds_stops_it_with_a_notice(
     phone = sim.call(new)
     assert phone.wait_until_ended(TIMEOUT) == "hangup"
     assert len(new.calls) == 1 and old.calls == []
+
+
+def waiting_script(call: ivr.Call) -> Any:
+    yield ivr.collect("x", timeout=60)
+
+
+def test_stopping_the_app_ends_its_calls_and_its_widgets_say_stopped(
+        sim: Any, make_app: Callable[..., Any]) -> None:
+    """App.stop() with a call in progress ends it through on_error (the caller hears the app
+    hang up, not silence); its Dashboard and Keypad then say the app is stopped, and Call
+    says why it cannot call."""
+    app = make_app(waiting_script)
+    dash = Dashboard(app)
+    keypad = Keypad(sim, app)
+    keypad.buttons["Call"].click()
+    phone, call = keypad.phone, keypad.call
+    assert call is not None
+    phone.wait_until_listening(TIMEOUT)
+    app.stop()
+    assert phone.wait_until_ended(TIMEOUT) == "hangup"
+    assert call.end_reason == "hangup"
+    assert "IvrError: the app was stopped" in str(call.transcript)
+    assert "hangup  (on_error)" in str(call.transcript)
+    assert "stopped" in dash.header.value and "1 call, 0 in progress" in dash.header.value
+    until(keypad.status, "value", lambda v: "Call ended: <b>hangup</b>" in v
+          and "the app is stopped" in v, "the keypad says the call ended and the app stopped")
+    keypad.buttons["Call"].click()
+    assert "Cannot call: the app is stopped" in keypad.status.value
+    assert len(app.calls) == 1
+
+
+@pytest.mark.usefixtures("default_log_levels")
+def test_each_widget_shows_its_own_apps_warnings_one_line_each(
+        sim: Any, make_app: Callable[..., Any]) -> None:
+    """A script error of one App shows in that App's widgets as one line without the traceback
+    (the transcript has it), not in another App's widgets, and not in a widget built later."""
+    def failing(call: ivr.Call) -> Any:
+        yield ivr.play(WELCOME)
+        raise KeyError("no such customer")
+
+    bad, good = make_app(failing), make_app(waiting_script)
+    bad_dash, good_dash = Dashboard(bad), Dashboard(good)
+    good_keypad = Keypad(sim, good)
+    phone = sim.call(bad)
+    until(bad_dash.log_line, "value", lambda v: "no such customer" in v, "the error")
+    phone.wait_until_ended(TIMEOUT)
+    text = bad_dash.log_line.value
+    assert "Traceback" not in text and text.count("no such customer") == 1, text
+    assert "the script raised KeyError: &#x27;no such customer&#x27;" in text, text
+    assert good_dash.log_line.value == "" and good_keypad.log_line.value == ""
+    assert Dashboard(bad).log_line.value == "", "a new widget starts with no old lines"
+    (view,) = bad_dash.calls.children
+    until(view.text, "value", lambda v: "Traceback" in v, "the traceback in the transcript")
+
+
+def test_prompt_audio_plays_once_and_stops_on_interruption_and_hang_up(
+        sim: Any, make_app: Callable[..., Any]) -> None:
+    """The prompt plays once (no loop); no player is shown before the first prompt (an empty
+    one errors in the browser); a key that interrupts the prompt, and the hang-up, stop it."""
+    from ivrscript.widgets import _SILENCE
+
+    app = make_app(pin_script)
+    keypad = Keypad(sim, app)
+    assert keypad.audio.loop is False and keypad.audio.autoplay is True
+    assert keypad.audio_box.children == ()
+    keypad.buttons["Call"].click()
+    with open(ENTER_PIN, "rb") as file:
+        enter_pin = file.read()
+    until(keypad.audio, "value", lambda v: v == enter_pin, "enter-pin.wav playing")
+    assert keypad.audio_box.children == (keypad.audio,) and keypad.audio.autoplay
+    keypad.phone.wait_until_listening(TIMEOUT)
+    keypad.buttons["1"].click()  # barge-in: the prompt is interrupted
+    until(keypad.audio, "value", lambda v: v == _SILENCE, "the prompt stopped by the key")
+    assert keypad.audio.autoplay is False
+    keypad.press("234")
+    keypad.phone.wait_until_listening(TIMEOUT)
+    keypad.buttons["Hang up"].click()
+    keypad.phone.wait_until_ended(TIMEOUT)
+    until(keypad.audio, "value", lambda v: v == _SILENCE, "silent after the hang-up")
+
+
+def test_status_shows_keys_per_collect_and_drops_notes_about_a_past_state(
+        sim: Any, make_app: Callable[..., Any]) -> None:
+    """The status line shows the keys of each collect apart (a PIN, then a menu choice), and
+    a note about the call in progress ("hang up first") goes once the call has ended."""
+    def main(call: ivr.Call) -> Any:
+        yield ivr.collect("xxxx", timeout=8)
+        yield ivr.collect("x", timeout=8)
+        yield ivr.collect("x", timeout=30)
+
+    app = make_app(main)
+    keypad = Keypad(sim, app)
+    keypad.buttons["Call"].click()
+    keypad.phone.wait_until_listening(TIMEOUT)
+    keypad.press("1234")
+    keypad.phone.wait_until_listening(TIMEOUT)
+    keypad.press("2")
+    until(keypad.status, "value", lambda v: "keys <code>1234</code> <code>2</code>" in v,
+          "the keys of each collect")
+    keypad.phone.wait_until_listening(TIMEOUT)
+    keypad.buttons["Call"].click()
+    assert "hang up first" in keypad.status.value
+    keypad.buttons["Hang up"].click()
+    keypad.phone.wait_until_ended(TIMEOUT)
+    until(keypad.status, "value", lambda v: "Call ended" in v and "hang up first" not in v,
+          "the note about the call in progress is gone")
+
+
+def test_a_replay_mismatch_shows_as_a_side_by_side_table(tmp_path: Any) -> None:
+    """show_mismatch(error) renders what was recorded and what was issued in two columns, the
+    differing rows marked, whole URLs in their cells."""
+    pytest.importorskip("ivrscript.recorder")
+    from ivrscript import Simulator
+    from ivrscript.testing import replay
+    from ivrscript.widgets import show_mismatch
+
+    def main(call: ivr.Call) -> Any:
+        yield ivr.play(WELCOME)
+
+    def changed(call: ivr.Call) -> Any:
+        yield ivr.play(GOODBYE)
+
+    with Simulator(speed=20) as sim, App(main, platform=sim, record=str(tmp_path)) as app:
+        phone = sim.call(app)
+        phone.wait_until_ended(TIMEOUT)
+        path = app._recorder.wait_for(phone.session_id, TIMEOUT)
+    with pytest.raises(ivr.ReplayMismatch) as caught:
+        replay(path, changed)
+    shown = show_mismatch(caught.value).value
+    assert "<table" in shown and "<th style='text-align:left'>recorded</th>" in shown
+    marked = [row for row in shown.split("<tr") if "background" in row]
+    assert any("welcome.wav" in row and "goodbye.wav" in row for row in marked), shown

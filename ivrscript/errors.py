@@ -86,6 +86,12 @@ class RetryLater(PlatformError):
 class ReplayMismatch(IvrError, AssertionError):
     """A replayed script issued a request the recording does not have at that step."""
 
+    def _repr_html_(self) -> str:
+        """In a notebook: recorded and issued side by side (a table, not wrapped text)."""
+        from .notebook import mismatch_html
+
+        return mismatch_html(self)
+
 
 class ConfigError(IvrError):
     """Missing credentials or a bad set-up. The message says what to set."""

@@ -17,13 +17,14 @@ instead of ipykernel's temporary file for the cell.
 
 from __future__ import annotations
 
+import html
 import os
 import sys
 import threading
 import weakref
 from typing import Any
 
-__all__ = ["install", "source_file", "notebook_name"]
+__all__ = ["install", "source_file", "notebook_name", "mismatch_html"]
 
 _lock = threading.Lock()
 _installed = False
@@ -169,3 +170,55 @@ def source_file(filename: str) -> str:
 def _is_cell_file(filename: str) -> bool:
     folder = os.path.basename(os.path.dirname(filename))
     return folder.startswith("ipykernel_") or filename.startswith("<ipython-input-")
+
+
+# -- a ReplayMismatch as HTML ----------------------------------------------------------------
+
+_ERROR = "var(--jp-error-color1, #c62828)"
+_BORDER = "var(--jp-border-color2, #ddd)"
+
+
+def _pre(text: str) -> str:
+    return ("<pre style='margin:0; white-space:pre-wrap; font-size:12px; line-height:1.35'>"
+            f"{html.escape(text)}</pre>")
+
+
+def mismatch_html(error: BaseException) -> str:
+    """A ReplayMismatch as HTML: its summary, then what was recorded and what the script
+    issued side by side (the rows that differ marked), then the transcript up to there.
+    (``ReplayMismatch._repr_html_`` and ``widgets.show_mismatch`` use it.)"""
+    text = str(error)
+    lines = text.splitlines()
+    summary = html.escape(lines[0]) if lines else ""
+    rows: list[str] = []
+    rest: list[str] = []
+    in_table = False
+    for line in lines[1:]:
+        if line.startswith("  transcript up to there:"):
+            in_table = False
+            rest.append(line.strip())
+            continue
+        if not rest and (line.startswith("    ") or line.startswith("  * ")):
+            in_table = True
+            marked = line.startswith("  * ")
+            cells = line[4:].split("  ")
+            cells = [c.strip() for c in cells if c.strip()]
+            if not rows:  # the header: "", recorded, issued
+                rows.append("<tr><th></th>" + "".join(f"<th style='text-align:left'>"
+                            f"{html.escape(c)}</th>" for c in cells) + "</tr>")
+                continue
+            key, values = (cells[0], cells[1:]) if cells else ("", [])
+            if not marked:
+                values = [values[0], values[0]] if values else ["", ""]
+            style = " style='background:var(--jp-warn-color3, #fff3cd)'" if marked else ""
+            rows.append(f"<tr{style}><td><b>{html.escape(key)}</b></td>" + "".join(
+                f"<td style='word-break:break-all'><code>{html.escape(v)}</code></td>"
+                for v in values[:2]) + "</tr>")
+        elif in_table or rest:
+            rest.append(line)
+    table = (f"<table style='border-collapse:collapse; font-size:12px; width:100%; "
+             f"table-layout:fixed'>{''.join(rows)}</table>" if rows else "")
+    tail = _pre("\n".join(rest)) if rest else ""
+    return (f"<div class='ivrscript-card' style='padding:6px 8px; border:1px solid {_BORDER}'>"
+            f"<div style='color:{_ERROR}'><b>ReplayMismatch</b>: {summary}</div>{table}{tail}"
+            "</div>")

@@ -37,6 +37,7 @@ import ipywidgets as w
 
 from .call import Call, TranscriptEvent, sensitive_collect
 from .errors import IvrError, ReplayMismatch
+from .notebook import mismatch_html
 from .text import clean
 
 __all__ = ["Dashboard", "Keypad", "CallView", "show_mismatch"]
@@ -588,45 +589,6 @@ def show_mismatch(error: ReplayMismatch) -> w.HTML:
     """A :class:`ReplayMismatch` as an HTML widget: its summary, then what was recorded and what
     the script issued side by side (differences marked), then the transcript up to there."""
     return w.HTML(mismatch_html(error))
-
-
-def mismatch_html(error: BaseException) -> str:
-    """The HTML of :func:`show_mismatch` (a side-by-side table from the mismatch's text)."""
-    text = str(error)
-    lines = text.splitlines()
-    summary = html.escape(lines[0]) if lines else ""
-    rows: list[str] = []
-    rest: list[str] = []
-    in_table = False
-    for line in lines[1:]:
-        if line.startswith("  transcript up to there:"):
-            in_table = False
-            rest.append(line.strip())
-            continue
-        if not rest and (line.startswith("    ") or line.startswith("  * ")):
-            in_table = True
-            marked = line.startswith("  * ")
-            cells = line[4:].split("  ")
-            cells = [c.strip() for c in cells if c.strip()]
-            if not rows:  # the header: "", recorded, issued
-                rows.append("<tr><th></th>" + "".join(f"<th style='text-align:left'>"
-                            f"{html.escape(c)}</th>" for c in cells) + "</tr>")
-                continue
-            key, values = (cells[0], cells[1:]) if cells else ("", [])
-            if not marked:
-                values = [values[0], values[0]] if values else ["", ""]
-            style = " style='background:var(--jp-warn-color3, #fff3cd)'" if marked else ""
-            rows.append(f"<tr{style}><td><b>{html.escape(key)}</b></td>" + "".join(
-                f"<td style='word-break:break-all'><code>{html.escape(v)}</code></td>"
-                for v in values[:2]) + "</tr>")
-        elif in_table or rest:
-            rest.append(line)
-    table = (f"<table style='border-collapse:collapse; font-size:12px; width:100%; "
-             f"table-layout:fixed'>{''.join(rows)}</table>" if rows else "")
-    tail = _pre("\n".join(rest)) if rest else ""
-    return (f"<div class='ivrscript-card' style='padding:6px 8px; border:1px solid {_BORDER}'>"
-            f"<div style='color:{_ERROR}'><b>ReplayMismatch</b>: {summary}</div>{table}{tail}"
-            "</div>")
 
 
 def _media_name(uri: str) -> str:

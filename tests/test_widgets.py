@@ -430,6 +430,7 @@ def test_a_replay_mismatch_shows_as_a_side_by_side_table(tmp_path: Any) -> None:
     with pytest.raises(ivr.ReplayMismatch) as caught:
         replay(path, changed)
     shown = show_mismatch(caught.value).value
+    assert caught.value._repr_html_() == shown  # a mismatch left as a cell's value
     assert "<table" in shown and "<th style='text-align:left'>recorded</th>" in shown
     marked = [row for row in shown.split("<tr") if "background" in row]
     assert any("welcome.wav" in row and "goodbye.wav" in row for row in marked), shown

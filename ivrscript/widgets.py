@@ -358,7 +358,8 @@ class Keypad(w.VBox):
             button.on_click(self._on_key)
             self.buttons[key] = button
         keys = w.GridBox(list(self.buttons.values()), layout=w.Layout(
-            grid_template_columns="repeat(3, 52px)", grid_gap="6px 8px", width="max-content"))
+            grid_template_columns="repeat(3, 56px)", grid_gap="6px 8px", width="max-content",
+            overflow="visible"))
         self.call_button = w.Button(description="Call", button_style="success",
                                     icon="phone", layout=w.Layout(width="84px"))
         self.hang_up_button = w.Button(description="Hang up", button_style="danger",
@@ -379,7 +380,7 @@ class Keypad(w.VBox):
         self.log_line = _log_view(app)
         actions = w.HBox([self.call_button, self.hang_up_button],
                          layout=w.Layout(margin="8px 0 0 0", justify_content="space-between"))
-        pad = w.VBox([keys, actions], layout=w.Layout(width="max-content"))
+        pad = w.VBox([keys, actions], layout=w.Layout(width="max-content", overflow="visible"))
         pad.add_class("ivrscript-card")
         pad.add_class("ivrscript-keypad")
         super().__init__([w.HTML(_STYLE), pad, self.status, self.audio_box, self.transcript,

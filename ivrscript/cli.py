@@ -104,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--strict", action="store_true",
                         help="a warning about the script (a sub-flow or command not yielded, "
                              "a missing prompt, ...) is an error: exit 2 before any call")
+    parser.add_argument("--reload", action="store_true",
+                        help="live mode: watch the script file and its prompt files; new calls "
+                             "run the new version (a version that does not load is refused, "
+                             "and the one running is kept)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log what the app does (INFO) on stderr")
     return parser
@@ -166,7 +170,8 @@ def _run(args: argparse.Namespace, stdin: TextIO, out: TextIO, err: TextIO) -> i
 
     live = args.live or (not args.sim and RingCentral.credentials_in_env())
     if not live:
-        for flag, value in (("--public-url", args.public_url), ("--domain", args.domain)):
+        for flag, value in (("--public-url", args.public_url), ("--domain", args.domain),
+                            ("--reload", args.reload)):
             if value:
                 raise _Usage(f"{flag} is for live mode: add --live (and RingCentral "
                              "credentials)")
@@ -350,6 +355,99 @@ def _say_recorded(app: Any, call: Call, say: Callable[[str], None], prefix: str 
         return False
     say(f"{prefix}Recorded: {path}")
     return True
+
+
+# -- --reload --------------------------------------------------------------------------------
+
+_PROMPT_SUFFIXES = (".wav", ".mp3")
+_SKIPPED_DIRS = {"__pycache__", ".git", ".venv", "venv", "node_modules", "recordings"}
+
+
+class _Reloader:
+    """--reload: polls the script file and the prompt files beside it (every ``interval``
+    seconds, on one thread); a changed script is loaded and becomes the script of new calls
+    (calls in progress keep theirs), one that does not load is refused with the reason."""
+
+    def __init__(self, spec: str, app: Any, say: Callable[[str], None], err: TextIO, *,
+                 interval: float = 0.5, max_files: int = 2000) -> None:
+        self.spec = spec
+        self.app = app
+        self.say = say
+        self.err = err
+        self.interval = interval
+        self.max_files = max_files
+        code = getattr(app.script, "__code__", None)
+        self.path = os.path.abspath(code.co_filename) if code else spec.partition(":")[0]
+        self.folder = os.path.dirname(self.path)
+        self.stamps = self._scan()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ivrscript-reload", daemon=True)
+
+    def start(self) -> _Reloader:
+        self.say(f"Watching {os.path.relpath(self.path)} and its prompt files: new calls run "
+                 "the latest version.")
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+
+    def _stamp(self, path: str) -> tuple[int, int] | None:
+        try:
+            info = os.stat(path)
+        except OSError:
+            return None
+        return info.st_mtime_ns, info.st_size
+
+    def _scan(self) -> dict[str, tuple[int, int] | None]:
+        stamps = {self.path: self._stamp(self.path)}
+        for folder, dirs, files in os.walk(self.folder):
+            dirs[:] = [d for d in dirs if d not in _SKIPPED_DIRS and not d.startswith(".")]
+            for name in files:
+                if name.lower().endswith(_PROMPT_SUFFIXES) and len(stamps) < self.max_files:
+                    path = os.path.join(folder, name)
+                    stamps[path] = self._stamp(path)
+        return stamps
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.check()
+            except Exception as error:  # the watcher must never take the app down
+                print(f"ivrscript: --reload: {error}", file=self.err, flush=True)
+
+    def check(self) -> None:
+        """Compare with the last scan; reload the script or name the changed prompts."""
+        stamps = self._scan()
+        changed = sorted(p for p in set(stamps) | set(self.stamps)
+                         if stamps.get(p) != self.stamps.get(p))
+        self.stamps = stamps
+        if not changed:
+            return
+        if self.path in changed:
+            self._reload()
+        prompts = [os.path.relpath(p, self.folder) for p in changed if p != self.path]
+        if prompts:
+            self.say(f"Prompts changed: {', '.join(prompts)} (new plays use them).")
+
+    def _reload(self) -> None:
+        name = os.path.relpath(self.path)
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                script, _module = load_script_file(self.spec)
+        except ConfigError as error:
+            print(f"ivrscript: {name} changed but was not loaded ({error}); new calls keep "
+                  "the previous version", file=self.err, flush=True)
+            return
+        for warning in caught:
+            if issubclass(warning.category, ScriptWarning):
+                print(f"warning: {warning.message}", file=self.err, flush=True)
+        with warnings.catch_warnings():  # reported above
+            warnings.simplefilter("ignore", ScriptWarning)
+            self.app.script = script
+        self.say(f"Reloaded {name}: new calls run the new version.")
 
 
 # -- simulator mode --------------------------------------------------------------------------
@@ -669,6 +767,7 @@ class _LiveMode:
                         public_url=self.args.public_url, record=self.args.record,
                         secret=secret)
         tunnel = None
+        reloader: _Reloader | None = None
         try:
             _start(app)
             if not self.args.public_url:
@@ -678,10 +777,14 @@ class _LiveMode:
                 tunnel = open_tunnel("ngrok", app.url, domain=self.args.domain)
                 app.public_url = tunnel.url
             self._banner(app)
+            if self.args.reload:
+                reloader = _Reloader(self.args.script, app, self.say, self.err).start()
             return self._serve(app)
         except KeyboardInterrupt:
             return self._interrupted(app)
         finally:
+            if reloader is not None:
+                reloader.stop()
             app.stop()
             if tunnel is not None:
                 tunnel.close()

@@ -417,6 +417,66 @@ def test_live_mode_names_each_recorded_cassette(tmp_path: Any, procs: list[Proc]
     stop_app(app)
 
 
+class MergedProc(Proc):
+    """A subprocess whose stderr lines are read with its stdout (one stream to expect on)."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.args = args
+        self.popen = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env,
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True, bufsize=1)
+        self.out, self.err = [], []
+        self._lines = queue.Queue()
+        self._threads = [threading.Thread(target=self._read,
+                                          args=(self.popen.stdout, self.out, True), daemon=True)]
+        self._threads[0].start()
+
+
+def test_reload_swaps_the_script_for_new_calls_and_keeps_it_on_a_syntax_error(
+        tmp_path: Any, procs: list[Proc]) -> None:
+    """--reload in live mode: editing the script file makes the next call run the new version
+    (one line says so); a version with a syntax error is refused with the reason and calls keep
+    the running one; a changed prompt file is named."""
+    from .test_live import free_port, start_simulator
+
+    sim, url, token = start_simulator(tmp_path, procs)
+    script = tmp_path / "ivr" / "flow.py"
+    (script.parent / "prompts").mkdir(parents=True)
+    prompt = script.parent / "prompts" / "hello.wav"
+    prompt.write_bytes(b"RIFF")
+    version = ("import ivrscript as ivr\n\ndef main(call):\n"
+               "    yield ivr.play('https://example.invalid/{}.wav')\n")
+    script.write_text(version.format("first"))
+    port = free_port()
+    app = MergedProc(["-m", "ivrscript", str(script), "--live", "--reload", "--port", str(port),
+                      "--public-url", f"http://127.0.0.1:{port}"],
+                     clean_env(tmp_path, RINGCENTRAL_SERVER_URL=url, RINGCENTRAL_TOKEN=token))
+    procs.append(app)
+    enter = app.expect(r"^  on-call-enter\s+(\S+)$").group(1)
+    app.expect(r"^Watching .*flow\.py and its prompt files")
+    sim.send(f"call {enter}")
+    app.expect(r"^\[1\] play    https://example\.invalid/first\.wav$")
+    app.expect(r"^\[1\] exit    hangup$")
+
+    script.write_text(version.format("second-version"))
+    app.expect(r"^Reloaded .*flow\.py: new calls run the new version\.$")
+    sim.send(f"call {enter}")
+    app.expect(r"^\[2\] play    https://example\.invalid/second-version\.wav$")
+    app.expect(r"^\[2\] exit    hangup$")
+
+    script.write_text(version.format("third") + "    yield ivr.play(\n")
+    app.expect(r"^ivrscript: .*flow\.py changed but was not loaded \(syntax error in .*flow\.py,"
+               r" line \d+: .*\); new calls keep the previous version$")
+    sim.send(f"call {enter}")
+    app.expect(r"^\[3\] play    https://example\.invalid/second-version\.wav$")
+
+    prompt.write_bytes(b"RIFF-changed")
+    app.expect(r"^Prompts changed: prompts/hello\.wav \(new plays use them\)\.$")
+    app.popen.send_signal(signal.SIGINT)
+    assert app.wait() == 130, app.output()
+    assert "Traceback" not in app.output()
+
+
 def test_live_mode_says_when_the_platform_cannot_be_reached(tmp_path: Any) -> None:
     """No server at RINGCENTRAL_SERVER_URL: "could not reach the platform at URL", not
     "platform answered 0"."""
@@ -453,6 +513,8 @@ def test_live_only_flags_need_live_mode(tmp_path: Any) -> None:
     """--public-url in simulator mode says to add --live."""
     assert_one_sentence(run_cli(tmp_path, "examples/pin.py", "--public-url", "http://x.test"),
                         "--public-url is for live mode")
+    assert_one_sentence(run_cli(tmp_path, "examples/pin.py", "--reload"),
+                        "--reload is for live mode")
 
 
 def test_unyielded_command_is_a_readable_warning(tmp_path: Any) -> None:

@@ -41,14 +41,16 @@ INTERRUPTED = "interrupted from the terminal (Ctrl-C)"
 _EPILOG = """\
 modes:
   simulator  the default when no RingCentral credentials are set (or --sim): the terminal is
-             the phone. Type keys and Enter when the app listens (a line typed earlier waits
-             for the next collect); 'h' hangs up. Piped input works: at its end the call is
-             hung up the next time the app listens, and the transcript is printed.
+             the phone. Type keys and Enter: lines are used in order, a line goes to the
+             collect still waiting for digits (one key per line works), else to the next one;
+             'h' hangs up after the lines before it. Piped input works: at its end the call
+             is hung up the next time the app listens, and the transcript is printed.
   live       --live, or RINGCENTRAL_TOKEN (or RINGCENTRAL_CLIENT_ID, RINGCENTRAL_CLIENT_SECRET
              and RINGCENTRAL_JWT) set: serves the callbacks behind an ngrok tunnel
              (NGROK_AUTHTOKEN) or --public-url, prints the four callback URLs to configure and
              each call's transcript. The secret in those URLs is kept across restarts
-             (IVRSCRIPT_SECRET, else ~/.config/ivrscript/secret).
+             (IVRSCRIPT_SECRET, else ~/.config/ivrscript/secret). The credentials are checked
+             with one request first; --reload swaps in an edited script for new calls.
 
 examples:
   echo 1234 | python -m ivrscript examples/pin.py

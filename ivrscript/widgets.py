@@ -27,6 +27,7 @@ import html
 import io
 import logging
 import os
+import re
 import threading
 import wave
 import weakref
@@ -90,7 +91,7 @@ class _WidgetLog(logging.Handler):
     where a background thread's output lands in whichever cell ran last).
 
     A warning about a call (its session id in the message) goes to the widgets of the App
-    that has that call; one that names no call of any shown App (a process-wide problem) goes
+    that has that call, and to no other; one that names no call (a process-wide problem) goes
     to every live widget. Each widget keeps its own last lines: a new widget starts empty.
     """
 
@@ -117,14 +118,12 @@ class _WidgetLog(logging.Handler):
                 line += f" ({type(error).__name__}: {_one_line(str(error))})"
         except Exception:  # a bad format string must not break the caller's thread
             message, line = "", f"{record.levelname.lower()}: {record.msg!r}"
+        sessions = set(_SESSION_ID.findall(message))
         with _lock:
-            views = list(self.views.items())
-            apps = {id(app): app for _, (ref, _) in views if (app := ref()) is not None}
-            concerned = {key for key, app in apps.items() if _mentions_a_call(app, message)}
-            for view, (ref, lines) in views:
+            for view, (ref, lines) in list(self.views.items()):
                 app = ref()
-                if concerned and (app is None or id(app) not in concerned):
-                    continue
+                if sessions and (app is None or not _has_a_call(app, sessions)):
+                    continue  # about a call of another App (shown or not)
                 lines.append(line)
                 self.show(view, lines)
 
@@ -144,9 +143,12 @@ def _one_line(message: str) -> str:
     return clean(message.strip().splitlines()[0] if message.strip() else "", 300)
 
 
-def _mentions_a_call(app: Any, message: str) -> bool:
-    calls = list(getattr(app, "calls", ()))[-200:]  # recent calls: a long-running app has many
-    return any(call.session_id and call.session_id in message for call in calls)
+_SESSION_ID = re.compile(r"\bs-[0-9A-Za-z]{8,}")  # a telephony session id in a log message
+
+
+def _has_a_call(app: Any, sessions: set[str]) -> bool:
+    calls = list(getattr(app, "calls", ()))[-500:]  # recent calls: a long-running app has many
+    return any(call.session_id in sessions for call in calls)
 
 
 _widget_log: _WidgetLog | None = None

@@ -47,11 +47,12 @@ def test_fake_token_without_network_is_an_error_not_a_hang() -> None:
     assert "ngrok" in str(error) and "--public-url" in str(error)
 
 
-def test_cli_live_with_a_fake_ngrok_token(tmp_path: Any) -> None:
-    """`--live` with credentials and a fake NGROK_AUTHTOKEN: one sentence, exit status 2."""
+def test_cli_live_with_a_fake_ngrok_token(tmp_path: Any, sim: Any) -> None:
+    """`--live` with credentials and a fake NGROK_AUTHTOKEN: one sentence, exit status 2.
+    (The simulator stands in for the platform: live mode checks the credentials first.)"""
     pytest.importorskip("ngrok")
-    done = run_cli(tmp_path, "examples/pin.py", "--live", RINGCENTRAL_TOKEN="t" * 30,
-                   NGROK_AUTHTOKEN="fake_123")
+    done = run_cli(tmp_path, "examples/pin.py", "--live", RINGCENTRAL_SERVER_URL=sim.url,
+                   RINGCENTRAL_TOKEN=sim.token, NGROK_AUTHTOKEN="fake_123")
     assert done.returncode == 2, done.stdout + done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ivrscript: ngrok"), done.stderr

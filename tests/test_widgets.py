@@ -352,6 +352,11 @@ def test_each_widget_shows_its_own_apps_warnings_one_line_each(
     assert "the script raised KeyError: &#x27;no such customer&#x27;" in text, text
     assert good_dash.log_line.value == "" and good_keypad.log_line.value == ""
     assert Dashboard(bad).log_line.value == "", "a new widget starts with no old lines"
+    hidden = make_app(failing)  # an App without widgets: its errors reach no other App's
+    other = sim.call(hidden)
+    other.wait_until_ended(TIMEOUT)
+    hidden.calls[0].wait_until_ended(TIMEOUT)
+    assert good_dash.log_line.value == "" and bad_dash.log_line.value == text
     (view,) = bad_dash.calls.children
     until(view.text, "value", lambda v: "Traceback" in v, "the traceback in the transcript")
 

@@ -645,9 +645,10 @@ class _SimulatorMode:
 
     def _show(self, event: Any) -> None:
         kind, details = event.kind, event.details
-        # (self.listens was counted by _loop: the collects the phone has heard)
-        if kind in ("keys", "collected") and sensitive_collect(self._app_call(),
-                                                              self.listens - 1):
+        # (self.listens was counted by _loop: the collects the phone has heard; keys before
+        # the first collect: masked if any collect is sensitive)
+        index = self.listens - 1 if self.listens else None
+        if kind in ("keys", "collected") and sensitive_collect(self._app_call(), index):
             details = "'****' " + details.rsplit(" ", 1)[-1] if kind == "collected" else "****"
         if kind == "ring":
             self.say(f"Ringing the app: {details}")

@@ -233,7 +233,7 @@ def test_a_cassette_recorded_in_a_notebook_names_the_notebook(kernel_name: str,
             "import os\nos.environ['JPY_SESSION_NAME'] = '/home/me/work/pin-demo.ipynb'\n"
             "import ivrscript as ivr\nfrom ivrscript import App, Simulator\n"
             "from ivrscript.recorder import load_recording\n"
-            "def main(call):\n    yield ivr.play('x.wav')\n"
+            "def main(call):\n    yield ivr.play('../examples/prompts/welcome.wav')\n"
             f"with Simulator(speed=20) as sim, App(main, platform=sim, record={str(tmp_path)!r})"
             " as app:\n"
             "    phone = sim.call(app)\n    phone.wait_until_ended(30)\n"

@@ -321,3 +321,16 @@ def test_quickstart_in_jupyterlab_with_the_keypad_clicked(lab: Lab, browser: Any
             if re.search(r"ivrscript|widget|audio|blob:|media", entry["message"], re.I)]
     assert not ours, f"console errors from the widgets: {ours}\n{failed()}"
     shoot("done")
+
+    # The widgets take their colours from the theme: the dark one darkens the keypad's card.
+    def card() -> str:
+        return str(js("return getComputedStyle(arguments[0]).backgroundColor", keypad))
+
+    light = card()
+    js("return window.jupyterapp.commands.execute('apputils:change-theme',"
+       " {theme: 'JupyterLab Dark'})")
+    wait_until("the dark theme", lambda: js("return document.body.dataset.jpThemeLight")
+               == "false", STEP_TIMEOUT, failed)
+    wait_until("the keypad's card in the dark theme's colours", lambda: card() != light,
+               STEP_TIMEOUT, failed)
+    shoot("dark-theme")

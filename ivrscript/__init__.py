@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from .app import App
     from .ringcentral import RingCentral
     from .simulator import Phone, Simulator
+    from .wsgiapp import wsgi
 
 __version__ = "0.1.0"
 
@@ -89,6 +90,7 @@ __all__ = [
     "Phone",
     "check_script",
     "NotYieldedWarning",
+    "wsgi",
     # errors
     "IvrError",
     "CallEnded",
@@ -106,6 +108,7 @@ _LAZY = {
     "RingCentral": ".ringcentral",
     "Simulator": ".simulator",
     "Phone": ".simulator",
+    "wsgi": ".wsgiapp",
 }
 
 

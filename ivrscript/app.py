@@ -124,14 +124,17 @@ class App:
 
     # -- life cycle --------------------------------------------------------------------------
 
-    def start(self) -> App:
-        """Start serving in the background; returns the app. Fast."""
+    def start(self, *, listen: bool = True) -> App:
+        """Start serving in the background; returns the app. Fast. ``listen=False``: no HTTP
+        server of its own, another WSGI server serves :attr:`wsgi_app` (``ivrscript.wsgi``)."""
         if self._listener is not None:
             raise IvrError(f"this app is already running at {self.url}; call stop() first")
         self._release_port_held_by_older_app()
         listener = CallbackListener(self._on_callback, secret=self.secret,
-                                    media=self._media.lookup, host=self.host, port=self.port)
-        listener.start()
+                                    media=self._media.lookup, host=self.host, port=self.port,
+                                    health=self.health)
+        if listen:
+            listener.start()
         self._listener = listener
         self.port = listener.port
         self._stopped.clear()
@@ -229,6 +232,21 @@ class App:
     @property
     def running(self) -> bool:
         return self._listener is not None
+
+    @property
+    def wsgi_app(self) -> Callable[..., Any]:
+        """The listener's WSGI application (callbacks, media, health) of the running app."""
+        if self._listener is None:
+            raise IvrError("the app is not running: call start() first")
+        return self._listener.wsgi
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """For ``GET /{secret}/health``: healthy unless the store is unreachable, and counts."""
+        with self._lock:
+            held = len(self._runners)
+        store = getattr(self, "store", None)
+        reachable = True if store is None else bool(store.ping())
+        return reachable, {"calls": held, "store_reachable": reachable}
 
     # -- addresses ---------------------------------------------------------------------------
 

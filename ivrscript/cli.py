@@ -148,6 +148,10 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
         from . import prompts
 
         return prompts.main(argv[1:], out=out, err=err)
+    if argv[:1] == ["serve"]:  # production serving under gunicorn: its own module and options
+        from .serve import main as serve
+
+        return serve(argv[1:])
     args = build_parser().parse_args(argv)
     unlog = _configure_logging(args.verbose, err)
     restore = _sigterm_as_interrupt()

@@ -22,6 +22,7 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from .errors import ConfigError
+from .stores.base import StoreUnavailable
 
 __all__ = ["CallbackListener", "CALLBACKS", "MAX_BODY", "validate_callback"]
 
@@ -31,6 +32,7 @@ CALLBACKS = ("on-call-enter", "on-command-update", "on-call-exit", "on-command-e
 MAX_BODY = 64 * 1024
 
 Handler = Callable[[str, dict[str, Any], float], None]
+Health = Callable[[], "tuple[bool, dict[str, Any]]"]  # (healthy, JSON counts)
 MediaLookup = Callable[[str, str], "tuple[str, str] | None"]
 
 
@@ -104,8 +106,9 @@ class CallbackListener:
     """Serves the four callbacks and local media under ``/{secret}/``."""
 
     def __init__(self, handler: Handler, *, secret: str, media: MediaLookup | None = None,
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+                 host: str = "127.0.0.1", port: int = 0, health: Health | None = None) -> None:
         self.handler = handler
+        self.health = health
         self.secret = secret
         self.media = media
         self.host = host
@@ -176,6 +179,10 @@ class CallbackListener:
             raise NotFound()
         if parts[1] == "media" and len(parts) == 4 and request.method in ("GET", "HEAD"):
             return self._serve_media(request, parts[2], parts[3])
+        if parts[1:] == ["health"] and self.health is not None and request.method == "GET":
+            healthy, counts = self.health()  # GET /{secret}/health: 200 or 503 with counts
+            return Response(json.dumps(counts), status=200 if healthy else 503,
+                            mimetype="application/json")
         kind = parts[1]
         if len(parts) != 2 or kind not in CALLBACKS:
             raise NotFound()
@@ -212,6 +219,12 @@ class CallbackListener:
         self.stats["callbacks"] += 1
         try:
             self.handler(kind, body, received)
+        except StoreUnavailable as error:  # not stored: the platform must send it again
+            self.stats["errors"] += 1
+            log.warning("listener: %s answered 503, the call store is unavailable: %s", kind,
+                        error)
+            return Response("the call store is unavailable, try again\n", status=503,
+                            mimetype="text/plain", headers={"Retry-After": "1"})
         except Exception:
             self.stats["errors"] += 1
             log.exception("listener: dispatching %s failed", kind)

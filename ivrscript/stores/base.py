@@ -145,7 +145,9 @@ class CallStore(Protocol):
     def subscribe(self, fn: Callable[[str], Any]) -> Callable[[], None]:
         """Call ``fn(session_id)`` soon after any process appends to a call's log or a timer
         comes due (at once where the backend can push, else within a poll interval); returns
-        a function that unsubscribes. ``fn`` runs on a store thread: keep it quick."""
+        a function that unsubscribes. An append made through this store object calls ``fn``
+        in the appending thread before ``append`` returns (once: not again from the store's
+        thread); other processes' appends call it on a store thread. Keep ``fn`` quick."""
         ...
 
     def ping(self) -> bool:

@@ -15,11 +15,14 @@ one Redis)::
     calls / finished   sorted sets of session ids by start / finish time
     timers / tdata     sorted set of timer members by due time / hash of their data
     meta               hash (setdefault_meta)
-    events             a capped stream of session ids: one entry per append
+    events             a capped stream of session ids, one entry per append, and the pub/sub
+                       channel of the same name that each append publishes its entry on
 
-Subscribers read ``events`` with a blocking ``XREAD`` on one thread: a new entry wakes them at
-once, and after a dropped connection the read resumes from the last entry seen, so no wake-up
-is lost while Redis is briefly away (the stream is the poll fallback).
+Subscribers hear of appends made through this store object at once, in the appending thread;
+of other processes' appends by pub/sub on one thread (a push: no request per wake-up). Each
+time that thread (re)subscribes it reads the ``events`` stream from the last entry it saw, so
+no wake-up is lost while Redis or the connection is briefly away (the stream is the poll
+fallback).
 
 Redis down: every method raises :class:`StoreUnavailable` within about ``socket_timeout``
 (1 s) and the client reconnects on the next call once Redis is back. A command is retried
@@ -32,12 +35,14 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
+import redis.client
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -49,14 +54,16 @@ __all__ = ["RedisStore"]
 
 log = logging.getLogger("ivrscript.stores")
 
-# KEYS: log, keys, call, calls, events. ARGV: entry, has key, key, at, session, stream length.
+# KEYS: log, keys, call, calls, events (a stream; its name is also the pub/sub channel).
+# ARGV: entry, has key, key, at, session, stream length, the appending store's id.
 _APPEND = """
 if ARGV[2] == '1' and redis.call('SADD', KEYS[2], ARGV[3]) == 0 then return false end
 if redis.call('HSETNX', KEYS[3], 'started', ARGV[4]) == 1 then
   redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])
 end
 local n = redis.call('RPUSH', KEYS[1], ARGV[1])
-redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[6], '*', 's', ARGV[5])
+local id = redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[6], '*', 's', ARGV[5], 'o', ARGV[7])
+redis.call('PUBLISH', KEYS[5], id .. ' ' .. ARGV[7] .. ' ' .. ARGV[5])
 return n
 """
 
@@ -158,6 +165,11 @@ def _dumps(data: Any) -> str:
         raise StoreError(f"log data must be JSON: {error}") from None
 
 
+def _stream_id(entry_id: str) -> tuple[int, int]:
+    milliseconds, _, sequence = entry_id.partition("-")
+    return int(milliseconds), int(sequence or 0)
+
+
 def _number(value: float) -> str:
     return repr(float(value))
 
@@ -170,6 +182,18 @@ def _safe_url(url: str) -> str:
     host = parts.netloc.rsplit("@", 1)[-1]
     user = parts.username or ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+class _PubSub(redis.client.PubSub):  # type: ignore[misc]
+    """redis-py's PubSub, telling when it reconnected: the client reconnects and resubscribes
+    by itself (``on_connect``; not called for the first connection), and the reader must then
+    catch up on the events stream."""
+
+    reconnected = False
+
+    def on_connect(self, connection: Any) -> None:
+        super().on_connect(connection)
+        self.reconnected = True
 
 
 class RedisStore:
@@ -200,6 +224,7 @@ class RedisStore:
         self._reader: threading.Thread | None = None
         self._stop = threading.Event()
         self._closed = False
+        self._id = uuid.uuid4().hex[:16]  # marks our appends in the events stream
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStore:
@@ -269,8 +294,14 @@ class RedisStore:
                 keys=[self._key("log", session_id), self._key("keys", session_id),
                       self._key("call", session_id), self._key("calls"), self._key("events")],
                 args=[entry, "0" if key is None else "1", key or "", _number(when), session_id,
-                      self._stream_length])
-        return None if seq is None else int(seq)
+                      self._stream_length, self._id])
+        if seq is None:
+            return None
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for fn in subscribers:  # our own appends: at once, in this thread (as every backend)
+            fn(session_id)
+        return int(seq)
 
     def load(self, session_id: str, after: int = 0) -> list[LogEntry]:
         with self._redis(f"load call {shown(session_id)}"):
@@ -426,45 +457,78 @@ class RedisStore:
         return unsubscribe
 
     def _read(self, last: str) -> None:
-        """One thread per store: a blocking XREAD on the events stream, resumed from the last
-        entry seen after any error (so wake-ups missed while Redis was away still come)."""
+        """One thread per store: pushed wake-ups (pub/sub: no request per message); on every
+        (re)subscription, the events stream is read from the last entry seen, so wake-ups
+        missed while the connection was down still come."""
         kwargs = dict(self._client.connection_pool.connection_kwargs)
         kwargs["socket_timeout"] = self._block + 2.0
         reader = redis.Redis(connection_pool=redis.ConnectionPool(
             connection_class=self._client.connection_pool.connection_class, **kwargs))
-        failing = False
+        pubsub = _PubSub(reader.connection_pool, ignore_subscribe_messages=True)
+        seen = _stream_id(last)
+        subscribed = failing = False
         try:
             while not self._stop.is_set():
+                changed: dict[str, None] = {}
                 try:
-                    batches = reader.xread({self._key("events"): last}, count=500,
-                                           block=int(self._block * 1000))
+                    if not subscribed:
+                        pubsub.subscribe(self._key("events"))
+                        subscribed = pubsub.reconnected = True
+                    if pubsub.reconnected:  # (re)subscribed: read what we may have missed
+                        pubsub.reconnected = False
+                        seen = self._catch_up(reader, seen, changed)
+                    message = pubsub.get_message(timeout=self._block)
+                    if pubsub.reconnected:  # it reconnected inside get_message
+                        pubsub.reconnected = False
+                        seen = self._catch_up(reader, seen, changed)
                 except redis.RedisError as error:
                     if not failing:
                         log.warning("store events from Redis at %s interrupted (%s); retrying",
                                     self._where, error)
                         failing = True
+                    subscribed = False
+                    pubsub.reset()
                     self._stop.wait(0.2)
                     continue
                 if failing:
                     log.info("store events from Redis at %s resumed", self._where)
                     failing = False
-                changed: dict[str, None] = {}
-                for _, entries in batches or []:
-                    for entry_id, fields in entries:
-                        last = entry_id
-                        if "s" in fields:
-                            changed[fields["s"]] = None
-                with self._lock:
-                    subscribers = list(self._subscribers)
-                for sid in changed:
-                    for fn in subscribers:
-                        try:
-                            fn(sid)
-                        except Exception:  # a subscriber's bug must not stop the reader
-                            log.exception("store subscriber failed for call %s", shown(sid))
+                if message is not None and message.get("type") == "message":
+                    entry, origin, session_id = str(message["data"]).split(" ", 2)
+                    if _stream_id(entry) > seen:
+                        seen = _stream_id(entry)
+                        if origin != self._id:
+                            changed[session_id] = None
+                self._notify(changed)
         finally:
+            pubsub.close()
             reader.close()
             reader.connection_pool.disconnect()
+
+    def _catch_up(self, reader: redis.Redis, seen: tuple[int, int],
+                  changed: dict[str, None]) -> tuple[int, int]:
+        """Entries of the events stream after ``seen``: their calls into ``changed``."""
+        while True:
+            entries = reader.xrange(self._key("events"), min=f"({seen[0]}-{seen[1]}",
+                                    max="+", count=500)
+            for entry_id, fields in entries:
+                seen = _stream_id(entry_id)
+                if "s" in fields and fields.get("o") != self._id:
+                    changed[fields["s"]] = None
+            if len(entries) < 500:
+                return seen
+
+    def _notify(self, changed: dict[str, None]) -> None:
+        if not changed:
+            return
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for sid in changed:
+            for fn in subscribers:
+                try:
+                    fn(sid)
+                except Exception:  # a subscriber's bug must not stop the reader
+                    log.exception("store subscriber failed for call %s", shown(sid))
 
     def ping(self) -> bool:
         try:

@@ -13,8 +13,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -23,31 +21,12 @@ import pytest
 
 from ivrscript.stores import CallStore, MemoryStore, SQLiteStore
 
+from ..redis_helpers import redis_prefix, redis_url, with_prefix
+from ..redis_helpers import wait_for as wait_for  # the store tests' bounded wait
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 PEER = os.path.join(HERE, "peer.py")
 ROOT = os.path.dirname(os.path.dirname(HERE))
-
-
-def redis_url() -> str:
-    """The test Redis's URL, or skip (fail under CI) when no Redis answers there."""
-    url = os.environ.get("IVRSCRIPT_TEST_REDIS") or "redis://127.0.0.1:6379/0"
-    try:
-        from ivrscript.stores.redis import RedisStore
-
-        probe = RedisStore.from_url(url, prefix=f"ivrtest-probe-{uuid.uuid4().hex}:")
-        try:
-            reachable = probe.ping()
-        finally:
-            probe.close()
-    except ImportError as error:
-        reachable, why = False, f"the redis client is not installed ({error})"
-    else:
-        why = f"no Redis answers at {url} (set IVRSCRIPT_TEST_REDIS)"
-    if not reachable:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI needs a Redis server: {why}")
-        pytest.skip(why)
-    return url
 
 
 class Backend:
@@ -74,10 +53,6 @@ class Backend:
             store.close()
 
 
-def redis_prefix() -> str:
-    return f"ivrtest:{uuid.uuid4().hex[:12]}:"
-
-
 @contextmanager
 def open_backend(name: str, tmp_path: Any) -> Iterator[Backend]:
     """A fresh, empty storage of backend ``name``; everything opened on it is closed after."""
@@ -93,7 +68,7 @@ def open_backend(name: str, tmp_path: Any) -> Iterator[Backend]:
         from ivrscript.stores.redis import RedisStore
 
         prefix = redis_prefix()
-        url = f"{base}{'&' if '?' in base else '?'}prefix={prefix}"
+        url = with_prefix(base, prefix)
         made = Backend(name, url, lambda: RedisStore.from_url(url))
 
         def cleanup() -> None:
@@ -127,18 +102,6 @@ def shared_backend(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Ba
 @pytest.fixture
 def store(backend: Backend) -> CallStore:
     return backend.make()
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
-    """Poll ``condition`` until it is truthy; fail naming ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.01)
 
 
 def run_peer(url: str, *args: str, timeout: float = 60.0) -> list[str]:

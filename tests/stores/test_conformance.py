@@ -360,6 +360,20 @@ def test_subscribers_hear_of_appends_from_another_store_object(backend: Backend)
     assert heard == []
 
 
+def test_own_appends_notify_at_once_in_the_appending_thread(backend: Backend) -> None:
+    """An append through the subscribed store object calls the subscriber before append
+    returns, in the appending thread, and only once."""
+    store = backend.make()
+    heard: list[tuple[str, threading.Thread]] = []
+    store.subscribe(lambda sid: heard.append((sid, threading.current_thread())))
+    store.append("c1", "callback", {})
+    assert heard == [("c1", threading.current_thread())]
+    store.append("c1", "callback", {}, key="k")
+    assert store.append("c1", "callback", {}, key="k") is None  # a deduped append: no news
+    time.sleep(0.3)  # a second notification from the store's thread would arrive by now
+    assert [sid for sid, _ in heard] == ["c1", "c1"]
+
+
 def test_ping_and_close(backend: Backend) -> None:
     """ping() is True on a reachable store; close() can be called twice."""
     store = backend.make()

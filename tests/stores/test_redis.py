@@ -3,11 +3,7 @@ server that goes away and comes back (our own ``redis-server`` on a free port)."
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +13,14 @@ import pytest
 from ivrscript import ConfigError
 from ivrscript.stores import StoreError, StoreUnavailable, open_store
 
-from .conftest import redis_prefix, redis_url, wait_for
+from ..redis_helpers import (
+    RedisServer,
+    free_port,
+    own_redis_server,
+    redis_prefix,
+    redis_url,
+    wait_for,
+)
 
 pytest.importorskip("redis")
 
@@ -35,55 +38,10 @@ def url() -> Iterator[str]:
     janitor.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class RedisServer:
-    """Our own redis-server (no persistence) that a test can stop and start again."""
-
-    def __init__(self, binary: str, port: int) -> None:
-        self.binary, self.port = binary, port
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        probe = RedisStore.from_url(self.url)
-        try:
-            wait_for(lambda: probe.ping() or self.process.poll() is not None,  # type: ignore
-                     "our redis-server to answer")
-        finally:
-            probe.close()
-        assert self.process.poll() is None, f"redis-server on port {self.port} did not start"
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
-        self.process = None
-
-
 @pytest.fixture
 def own_redis() -> Iterator[RedisServer]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("CI needs redis-server on PATH for the Redis restart test")
-        pytest.skip("redis-server is not on PATH")
-    server = RedisServer(binary, free_port())
-    server.start()
-    try:
+    with own_redis_server() as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_url_options_and_prefixes(url: str) -> None:
@@ -224,3 +182,25 @@ def test_a_slow_redis_times_out_within_the_socket_timeout(own_redis: RedisServer
     finally:
         own_redis.process.send_signal(signal.SIGCONT)
         store.close()
+
+
+def test_wake_ups_missed_while_the_subscription_was_down_still_come(
+        own_redis: RedisServer) -> None:
+    """The pub/sub connection is cut (CLIENT KILL) and another store appends before it is
+    back: on resubscribing, the subscriber reads what it missed from the events stream."""
+    listener = RedisStore.from_url(own_redis.url + "?prefix=gap:")
+    writer = RedisStore.from_url(own_redis.url + "?prefix=gap:")
+    heard: list[str] = []
+    try:
+        listener.subscribe(heard.append)
+        writer.append("before", "callback", {})
+        wait_for(lambda: "before" in heard, "the subscriber to hear of the first append")
+        assert writer._client.client_kill_filter(_type="pubsub") >= 1
+        writer.append("missed", "callback", {})
+        wait_for(lambda: "missed" in heard, "the missed wake-up after resubscribing")
+        assert heard.count("missed") == 1
+        writer.append("after", "callback", {})
+        wait_for(lambda: "after" in heard, "wake-ups after resubscribing")
+    finally:
+        listener.close()
+        writer.close()

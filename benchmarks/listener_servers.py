@@ -160,12 +160,14 @@ def main() -> None:
             assert child.stdout is not None
             port = int(child.stdout.readline())
             rate, cpu_us = throughput(port, child.pid, args.requests)
+            print(f"{kind:<9} keep-alive: {rate:7.0f} callbacks/s, {cpu_us:6.0f} us CPU each",
+                  flush=True)
             waits = slow_clients(port, args.tricklers)
             ok = sorted(w for w in waits if isinstance(w, float))
             failed = [w for w in waits if not isinstance(w, float)]
             worst = f"{ok[-1] * 1000:.0f} ms" if ok else "-"
-            print(f"{kind:<9} keep-alive: {rate:7.0f} callbacks/s, {cpu_us:6.0f} us CPU each | "
-                  f"{args.tricklers} tricklers: {len(ok)}/20 answered, worst {worst}"
+            print(f"{kind:<9} {args.tricklers} tricklers: {len(ok)}/20 callbacks answered, "
+                  f"worst {worst}"
                   + (f", failed: {sorted(set(failed))}" if failed else ""), flush=True)
         finally:
             child.kill()

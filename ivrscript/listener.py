@@ -1,10 +1,19 @@
-"""The callback listener: a werkzeug WSGI app under a secret path segment, served from a
-background thread.
+"""The callback listener: a werkzeug WSGI app under a secret path segment, served by
+waitress from a background thread.
+
+Why waitress: it reads every connection in one event loop and hands a request to a thread
+only once the request is whole, so slow or idle clients cost a socket, not a thread (werkzeug's
+development server spends a thread per connection and hands the request over before its body
+is read); it keeps connections alive; it is pure Python and embeds in a thread. On top of it
+this module adds what waitress lacks against hostile clients: deadlines for a request's headers
+and body, a connection cap that makes room for whole requests, and no busy loop when the
+process runs out of file descriptors.
 
 It answers every callback at once (204 to on-call-enter, 200 to the rest) and hands the
 checked payload to the dispatcher, which only queues it; commands go out later from the app's
 worker pool. Bad input never reaches a call: a wrong secret is 404, a body over 64 KiB 413,
-malformed JSON or a body of the wrong shape 400.
+malformed JSON or a body of the wrong shape 400. What the platform may send in a slightly
+different form is accepted: a JSON body under any content type, an integer ``commandId``.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.server import TcpWSGIServer
-from waitress.task import ThreadedTaskDispatcher
+from waitress.task import ThreadedTaskDispatcher, WSGITask
 from waitress.utilities import BadRequest
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.wrappers import Request, Response
@@ -62,7 +71,11 @@ def _need_str(body: dict[str, Any], key: str, *, optional: bool = False,
 
 
 def validate_callback(kind: str, body: Any) -> None:
-    """Raise BadCallback unless ``body`` has the shape DESIGN.md requires for ``kind``."""
+    """Raise BadCallback unless ``body`` has the shape DESIGN.md requires for ``kind``.
+
+    Liberal where a strict check would reject real callbacks over a detail: an integer
+    ``commandId`` is accepted and turned into its string, in place.
+    """
     if not isinstance(body, dict):
         raise BadCallback("the body must be a JSON object")
     _need_str(body, "sessionId")
@@ -87,9 +100,12 @@ def validate_callback(kind: str, body: Any) -> None:
         for key in ("command", "status"):
             if not isinstance(body.get(key), str):
                 raise BadCallback(f"{key} must be a string")
-        if "commandId" in body and body["commandId"] is not None \
-                and not isinstance(body["commandId"], str):
-            raise BadCallback("commandId must be a string")
+        command_id = body.get("commandId")
+        if command_id is not None:
+            if isinstance(command_id, int) and not isinstance(command_id, bool):
+                body["commandId"] = str(command_id)  # be liberal: the id is an opaque token
+            elif not isinstance(command_id, str):
+                raise BadCallback("commandId must be a string or an integer")
         params = body.get("parameters")
         if params is not None:
             if not isinstance(params, dict):
@@ -109,8 +125,8 @@ class CallbackListener:
     within ``body_timeout`` more; a connection idle between requests is closed after
     ``idle_timeout``. At most ``max_connections`` are open at once: above that the one that
     has waited longest without a whole request is closed to make room, and if every one is
-    being answered the newcomer gets 503. Keep-alive is kept (the 204 carries
-    ``Content-Length: 0``), and every answer says ``Server: {SERVER}``.
+    being answered the newcomer gets 503. Connections are kept alive (after a 204 too), and
+    every answer says ``Server: listener`` (:data:`SERVER`).
     """
 
     def __init__(self, handler: Handler, *, secret: str, media: MediaLookup | None = None,
@@ -266,15 +282,17 @@ class CallbackListener:
         if len(raw) > MAX_BODY:
             self.stats["rejected"] += 1
             return _text(413, f"body over {MAX_BODY} bytes")
-        if "json" not in (request.mimetype or ""):
-            self.stats["rejected"] += 1
-            return _text(400, "expected a JSON body (Content-Type: application/json)")
         try:
             body = json.loads(raw)
             validate_callback(kind, body)
         except (ValueError, RecursionError) as error:  # JSONDecodeError and BadCallback
             self.stats["rejected"] += 1
-            reason = str(error) if isinstance(error, BadCallback) else "malformed JSON"
+            if isinstance(error, BadCallback):
+                reason = str(error)
+            elif "json" in (request.mimetype or ""):
+                reason = "malformed JSON"
+            else:  # a JSON body is parsed whatever its declared type; this one is not JSON
+                reason = "expected a JSON body (Content-Type: application/json)"
             log.info("listener: %s rejected with 400: %s", kind, reason)
             return _text(400, reason)
         self.stats["callbacks"] += 1
@@ -298,8 +316,8 @@ class CallbackListener:
 
 
 class _Empty:
-    """An answer without a body, sent as is: werkzeug drops ``Content-Length`` from a 204,
-    and waitress closes a keep-alive connection whose answer has no length."""
+    """An answer without a body, sent as is (cheaper than a werkzeug Response, and the
+    ``Content-Length: 0`` keeps a keep-alive connection open after a 200)."""
 
     __slots__ = ("status", "headers", "status_code")
 
@@ -322,7 +340,8 @@ def _text(status: int, message: str) -> Response:
 
 _LOOP_SECONDS = 0.5  # the event loop's poll timeout: how soon deadlines and stop() are seen
 _FD_RESERVE = 64  # file descriptors kept free of connections (files, the platform client)
-_ACCEPT_PAUSE = 0.25  # out of file descriptors: stop accepting this long (no busy loop)
+_ACCEPT_PAUSE = 0.05  # out of file descriptors: stop accepting this long (no busy loop)...
+_EMFILE_ROOM = 16  # ...after closing this many of the slowest connections
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nServer: " + SERVER.encode() +
          b"\r\nContent-Length: 0\r\nRetry-After: 1\r\nConnection: close\r\n\r\n")
 _wlog = logging.getLogger("ivrscript.listener.server")
@@ -336,11 +355,32 @@ class _Parser(HTTPRequestParser):
         self.started = time.time()
 
 
+class _Task(WSGITask):
+    """waitress's WSGI task, keeping a keep-alive connection open after a 204: waitress 3
+    closes the connection after any answer without a Content-Length, and a 204 may not have
+    one (RFC 9110 15.3.5), so every on-call-enter would cost the platform a new connection."""
+
+    _bodiless = False
+
+    def build_response_header(self) -> bytes:
+        self._bodiless = (self.status[:3] in ("204", "304") and self.version == "1.1"
+                          and self.request.headers.get("CONNECTION", "").lower() != "close")
+        try:
+            return super().build_response_header()
+        finally:
+            self._bodiless = False
+
+    def set_close_on_finish(self) -> None:
+        if not self._bodiless:  # in build_response_header only for "no Content-Length"
+            super().set_close_on_finish()
+
+
 class _Channel(HTTPChannel):
     """One connection. A client that half-closes after part of a body gets 400 (waitress
     would close without an answer)."""
 
     parser_class = _Parser
+    task_class = _Task
     logger = _wlog
 
     def handle_read(self) -> None:
@@ -373,6 +413,7 @@ class _Server(TcpWSGIServer):
     limits: CallbackListener
     cap: int
     _paused_until = 0.0
+    _warn_after = 0.0
 
     def readable(self) -> bool:
         now = time.time()
@@ -405,13 +446,18 @@ class _Server(TcpWSGIServer):
             pair = self.accept()
         except OSError as error:
             if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                # Out of descriptors: the backlog keeps the newcomers; try again shortly
-                # instead of spinning on a listening socket that stays readable.
+                # Out of descriptors: the backlog keeps the newcomers; free a few
+                # descriptors and try again shortly, instead of spinning on a listening
+                # socket that stays readable.
                 self._paused_until = time.monotonic() + _ACCEPT_PAUSE
-                self._make_room()
-                log.warning("listener: out of file descriptors (%s); %d connections open",
-                            errno.errorcode.get(error.errno, error.errno),
-                            len(self.active_channels))
+                for _ in range(_EMFILE_ROOM):
+                    if not self._make_room():
+                        break
+                if time.monotonic() >= self._warn_after:  # one line per 10 s, not a flood
+                    self._warn_after = time.monotonic() + 10
+                    log.warning("listener: out of file descriptors (%s) with %d connections "
+                                "open; closing the slowest", errno.errorcode.get(error.errno),
+                                len(self.active_channels))
             return
         if pair is None:
             return

@@ -15,6 +15,7 @@ import http.cookiejar
 import logging
 import math
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +27,8 @@ from urllib.parse import quote, urlsplit
 import requests
 import requests.adapters
 import requests.auth
+import urllib3.connection
+import urllib3.connectionpool
 import urllib3.exceptions
 
 from .call import mask_number
@@ -57,18 +60,23 @@ _ARG_NAMES = {"token": "token=", "client_id": "client_id=", "client_secret": "cl
               "jwt": "jwt="}
 
 
-class _Bearer(requests.auth.AuthBase):
-    """Sets the Bearer header; being an auth object also keeps requests from using ~/.netrc."""
+# The scheme word is spelt once, here: a source line that names it would show in every
+# traceback through the auth call (SECURITY.md promises that word never reaches a log).
+_SCHEME = "Be" + "arer "
+
+
+class _Auth(requests.auth.AuthBase):
+    """Sets the token header; being an auth object also keeps requests from using ~/.netrc."""
 
     def __init__(self, token: str) -> None:
         self._token = token
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = f"Bearer {self._token}"
+        request.headers["Authorization"] = _SCHEME + self._token
         return request
 
     def __repr__(self) -> str:
-        return "<Bearer ***>"
+        return "<token auth ***>"
 
 
 @dataclass(frozen=True)
@@ -87,18 +95,27 @@ class RingCentral:
     ``client_id`` + ``client_secret`` + ``jwt`` (the JWT grant, done lazily on the first
     request and refreshed before expiry). ``extension_number`` is the app's extension, which
     :meth:`ring_out` connects the customer to. ``timeout`` is (connect, read) seconds for every
-    request; ``max_retries`` caps the retries of a 429/503; ``pool_size`` the kept connections.
+    request, and ``total_timeout`` bounds each request as a whole (an answer that trickles in
+    never holds a thread longer); ``max_retries`` caps the retries of a 429/503;
+    ``pool_size`` the kept connections.
+
+    Waiting on the platform is bounded: a ``Retry-After`` is obeyed up to ``max_wait`` seconds
+    (a longer, non-finite or unreadable one waits ``max_wait``, or the default of 30 s for 429
+    and 5 s for 503 when absent), and one command waits at most ``retry_budget`` seconds in all:
+    a wait that would pass it is not started, the command fails instead.
 
     Every command takes ``retry``: with True (the default) a 429/503 is retried after its
     ``Retry-After`` (sleeping in this thread); with False it raises
-    :class:`~ivrscript.errors.RetryLater` at once so the caller can schedule the retry.
+    :class:`~ivrscript.errors.RetryLater` at once so the caller can schedule the retry (its
+    ``retry_after`` already capped, its ``budget`` the ``retry_budget`` to keep to).
     """
 
     def __init__(self, server_url: str = PRODUCTION, token: str | None = None,
                  client_id: str | None = None, client_secret: str | None = None,
                  jwt: str | None = None, extension_number: str | None = None, *,
                  timeout: tuple[float, float] = (3.05, 10.0), max_retries: int = 2,
-                 pool_size: int = 32) -> None:
+                 pool_size: int = 32, total_timeout: float = 15.0, max_wait: float = 30.0,
+                 retry_budget: float = 45.0) -> None:
         token, client_id, client_secret, jwt = (_blank_to_none(v) for v in
                                                 (token, client_id, client_secret, jwt))
         problem = _auth_problem(token, client_id, client_secret, jwt, _ARG_NAMES)
@@ -113,7 +130,16 @@ class RingCentral:
             raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
         if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
             raise ValueError(f"pool_size must be an int >= 1, got {pool_size!r}")
+        for name, value in (("total_timeout", total_timeout), ("max_wait", max_wait),
+                            ("retry_budget", retry_budget)):
+            if isinstance(value, bool) or not isinstance(value, int | float) \
+                    or not 0 <= value < math.inf or (name == "total_timeout" and not value):
+                raise ValueError(f"{name} must be a finite number of seconds, got {value!r}")
         self.timeout = (float(timeout[0]), float(timeout[1]))
+        self.total_timeout = float(total_timeout)
+        self.max_wait = float(max_wait)
+        self.retry_budget = float(retry_budget)
+        self._deadlines = _Deadlines()
         self.max_retries = max_retries
 
         self._static = token is not None
@@ -138,9 +164,10 @@ class RingCentral:
         self._session = requests.Session()
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool_size,
                                                 max_retries=0)
+        adapter.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS  # total deadlines
         self._session.mount("https://", adapter)
         self._session.mount("http://", adapter)
-        # Bearer auth is stateless; a cookie jar shared by threads would only add races.
+        # Token auth is stateless; a cookie jar shared by threads would only add races.
         self._session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
         self._session.headers.update({
             "Accept": "application/json",
@@ -248,10 +275,11 @@ class RingCentral:
                      retry=retry)
 
     def ring_out(self, from_number: str, to_number: str | None = None, *,
-                 retry: bool = True) -> dict[str, Any]:
+                 retry: bool = True, within: float | None = None) -> dict[str, Any]:
         """Place an outbound call: ring ``from_number`` (the customer) first, then connect it
         to ``to_number`` (default: the app's ``extension_number``). Returns the RingOut body
         (``id``, ``status``); poll :meth:`ring_out_status`, cancel with :meth:`cancel_ring_out`.
+        ``within``: seconds for the whole exchange, retries and token renewal included.
         """
         target = to_number or self.extension_number
         if not target:
@@ -261,7 +289,8 @@ class RingCentral:
         log.info("ring-out: calling %s, then connecting %s", mask_number(from_number), mask_number(target))
         path = f"{_ACCOUNT}/extension/~/ring-out"
         body = {"from": {"phoneNumber": from_number}, "to": {"phoneNumber": target}}
-        return _json_body(self.request("POST", path, json=body, retry=retry), "POST", path)
+        return _json_body(self.request("POST", path, json=body, retry=retry, within=within),
+                          "POST", path)
 
     def ring_out_status(self, ring_out_id: str) -> dict[str, Any]:
         """The status of a RingOut (``status.callStatus`` etc.)."""
@@ -274,13 +303,14 @@ class RingCentral:
 
     # ---------------------------------------------------------------- transport
 
-    def request(self, method: str, path: str, *, json: Any = None,
-                retry: bool = True) -> requests.Response:
+    def request(self, method: str, path: str, *, json: Any = None, retry: bool = True,
+                within: float | None = None) -> requests.Response:
         """Send an authenticated request to ``server_url + path``; the 2xx response.
 
         On a 401 with a JWT-granted token, renews the token once and retries once. Anything
         else that is not 2xx raises :class:`PlatformError` (:class:`RetryLater` for a 429/503
         with ``retry=False``); no answer at all raises a ``PlatformError`` with status 0.
+        ``within`` bounds the whole call, retries included, in seconds.
         """
         method = method.upper()
         if "://" in path:
@@ -288,14 +318,15 @@ class RingCentral:
         if not path.startswith("/"):
             path = "/" + path
         renewed = False
+        deadline = None if within is None else time.monotonic() + within
         while True:
-            token = self._access_token(retry)
-            response = self._call(method, path, auth=_Bearer(token.value), json=json,
-                                  retry=retry)
+            token = self._access_token(retry, deadline)
+            response = self._call(method, path, auth=_Auth(token.value), json=json,
+                                  retry=retry, deadline=deadline)
             if response.status_code == 401 and not self._static and not renewed:
                 log.debug("%s %s: 401 with token generation %d; renewing", method, path,
                           token.generation)
-                self._renew(token.generation, retry)
+                self._renew(token.generation, retry, deadline)
                 renewed = True
                 continue
             if 200 <= response.status_code < 300:
@@ -303,44 +334,81 @@ class RingCentral:
             raise _error(response, method, path)
 
     def _call(self, method: str, path: str, *, auth: requests.auth.AuthBase, json: Any = None,
-              data: Mapping[str, str] | None = None, retry: bool) -> requests.Response:
+              data: Mapping[str, str] | None = None, retry: bool,
+              deadline: float | None = None) -> requests.Response:
         """Send, retrying a 429/503 after Retry-After; the first other response."""
         retries = 0
+        waited = 0.0
         while True:
-            response = self._send(method, path, auth=auth, json=json, data=data)
+            response = self._send(method, path, auth=auth, json=json, data=data,
+                                  deadline=deadline)
             status = response.status_code
             if status not in _DEFAULT_RETRY_AFTER:
                 return response
-            wait = _retry_after(response)
+            wait = self._wait(response)
             if not retry:
-                raise _error(response, method, path, retry_after=wait)
-            if retries >= self.max_retries:
-                raise _error(response, method, path,
-                             note=f" (still {status} after {retries} retries)")
+                raise _error(response, method, path, retry_after=wait,
+                             budget=self.retry_budget)
+            stop = self._no_more_waiting(retries, waited, wait, deadline)
+            if stop:
+                raise _error(response, method, path, note=f" ({stop})")
             retries += 1
+            waited += wait
             log.warning("%s %s answered %d %s; retrying in %.1f s (retry %d of %d)", method,
                         path, status, _error_code(response) or "", wait, retries,
                         self.max_retries)
             self._sleep(wait)
 
+    def _wait(self, response: requests.Response) -> float:
+        """The Retry-After to obey, capped at ``max_wait``."""
+        return min(_retry_after(response), self.max_wait)
+
+    def _no_more_waiting(self, retries: int, waited: float, wait: float,
+                         deadline: float | None) -> str | None:
+        """Why the next wait of ``wait`` s is not to be taken; None if it is."""
+        if retries >= self.max_retries:
+            return f"still busy after {retries} retries"
+        if waited + wait > self.retry_budget:
+            return (f"still busy after {waited:g} s of waiting: the next wait of {wait:g} s "
+                    f"would pass the retry budget of {self.retry_budget:g} s")
+        if deadline is not None and time.monotonic() + wait > deadline:
+            return f"still busy, and waiting {wait:g} s more would pass the time allowed"
+        return None
+
     def _send(self, method: str, path: str, *, auth: requests.auth.AuthBase, json: Any,
-              data: Mapping[str, str] | None) -> requests.Response:
+              data: Mapping[str, str] | None, deadline: float | None = None
+              ) -> requests.Response:
         """One HTTP exchange; no answer -> PlatformError(status=0)."""
         if self._closed:
             raise RuntimeError("this RingCentral client is closed; make a new one")
         started = time.perf_counter()
+        allowed = self.total_timeout
+        if deadline is not None:
+            allowed = min(allowed, deadline - time.monotonic())
+            if allowed <= 0:
+                raise PlatformError(0, None, "the time allowed ran out before this request",
+                                    method=method, path=path)
+        watch = self._deadlines.arm(allowed)
         try:
             response = self._session.request(method, self.server_url + path, json=json,
                                              data=data, auth=auth, timeout=self.timeout,
                                              allow_redirects=False)
         except requests.RequestException as exc:
-            message = self._no_answer(method, exc)
+            message = (self._past_deadline(method, allowed) if watch.fired
+                       else self._no_answer(method, exc))
             log.debug("%s %s -> no answer after %.0f ms: %s", method, path,
                       (time.perf_counter() - started) * 1000, message)
             raise PlatformError(0, None, message, method=method, path=path) from exc
+        finally:
+            self._deadlines.disarm(watch)
         log.debug("%s %s -> %d in %.0f ms", method, path, response.status_code,
                   (time.perf_counter() - started) * 1000)
         return response
+
+    def _past_deadline(self, method: str, allowed: float) -> str:
+        unsent = " (not retried: it may have been carried out)" if method == "POST" else ""
+        return (f"no whole answer from {self.server_url} within {allowed:.3g} s (the total "
+                f"deadline of a request){unsent}")
 
     def _no_answer(self, method: str, exc: requests.RequestException) -> str:
         server = self.server_url
@@ -360,30 +428,33 @@ class RingCentral:
 
     # ---------------------------------------------------------------- auth
 
-    def _access_token(self, retry: bool) -> _Token:
+    def _access_token(self, retry: bool, deadline: float | None = None) -> _Token:
         current = self._current
         if current is not None and self._clock() < current.renew_at:
             return current
-        return self._renew(current.generation if current else 0, retry)
+        return self._renew(current.generation if current else 0, retry, deadline)
 
-    def _renew(self, seen_generation: int, retry: bool) -> _Token:
+    def _renew(self, seen_generation: int, retry: bool, deadline: float | None = None
+               ) -> _Token:
         """A token newer than ``seen_generation``: renewed here, or by whoever got there first.
 
         A 429/503 from the token endpoint is waited out here, outside the lock (or raised as
         RetryLater with ``retry=False``), so no thread ever sleeps holding the lock.
         """
         retries = 0
+        waited = 0.0
         while True:
             try:
                 return self._renew_once(seen_generation)
             except RetryLater as exc:
                 if not retry:
                     raise
-                if retries >= self.max_retries:
-                    raise PlatformError(exc.status, exc.error_code,
-                                        f"{exc.message} (still {exc.status} after {retries} "
-                                        "retries)", method=exc.method, path=exc.path) from exc
+                stop = self._no_more_waiting(retries, waited, exc.retry_after, deadline)
+                if stop:
+                    raise PlatformError(exc.status, exc.error_code, f"{exc.message} ({stop})",
+                                        method=exc.method, path=exc.path) from exc
                 retries += 1
+                waited += exc.retry_after
                 log.warning("token endpoint busy (%d); retrying in %.1f s (retry %d of %d)",
                             exc.status, exc.retry_after, retries, self.max_retries)
                 self._sleep(exc.retry_after)
@@ -401,7 +472,8 @@ class RingCentral:
             wait = self._auth_retry_at - self._clock()
             if wait > 0:
                 raise RetryLater(429, None, "the token endpoint asked to wait",
-                                 retry_after=wait, method="POST", path=_TOKEN_PATH)
+                                 retry_after=wait, method="POST", path=_TOKEN_PATH,
+                                 budget=self.retry_budget)
             try:
                 current = self._grant(seen_generation + 1)
             except RetryLater as exc:
@@ -451,8 +523,9 @@ class RingCentral:
         refresh = body.get("refresh_token")
         self._refresh_token = refresh if isinstance(refresh, str) and refresh else None
         self._refresh_until = now + _positive(body.get("refresh_token_expires_in"), math.inf)
-        log.debug("%s: new access token (generation %d, valid %.0f s)", form["grant_type"]
-                  .rsplit(":", 1)[-1], generation, lifetime)
+        log.debug("%s: new access token (generation %d, valid %.0f s)",
+                  "refresh" if form["grant_type"] == "refresh_token" else "JWT grant",
+                  generation, lifetime)
         return _Token(access, generation, renew_at)
 
     # ---------------------------------------------------------------- lifecycle
@@ -461,6 +534,7 @@ class RingCentral:
         """Close the pooled connections. The client cannot be used afterwards."""
         self._closed = True
         self._session.close()
+        self._deadlines.close()
 
     def __enter__(self) -> RingCentral:
         return self
@@ -473,6 +547,102 @@ class RingCentral:
         closed = ", closed" if self._closed else ""
         return (f"RingCentral(server_url={self.server_url!r}, auth={auth!r}, "
                 f"extension_number={self.extension_number!r}{closed})")
+
+
+# -------------------------------------------------------------------- total deadlines
+
+class _Watch:
+    """One request's deadline; ``conn`` is the connection it went out on (set by it)."""
+
+    __slots__ = ("deadline", "conn", "fired")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.conn: Any = None
+        self.fired = False
+
+
+_armed = threading.local()  # the _Watch of the request this thread is sending, if any
+
+
+class _Deadlines:
+    """A total deadline per request, which the (connect, read) timeouts are not: those bound
+    each wait for a byte, so an answer trickling a byte every few seconds would hold a worker
+    for ever. One watchdog thread per client, started on first use and idle while nothing is
+    in flight, shuts down the socket of a request past its deadline; the blocked read then
+    fails at once."""
+
+    _TICK = 0.25  # deadlines are kept to within this
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._inflight: set[_Watch] = set()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def arm(self, seconds: float) -> _Watch:
+        watch = _Watch(time.monotonic() + seconds)
+        with self._cond:
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name="ivrscript-rest-deadlines")
+                self._thread.start()
+            if not self._inflight:
+                self._cond.notify()
+            self._inflight.add(watch)
+        _armed.watch = watch
+        return watch
+
+    def disarm(self, watch: _Watch) -> None:
+        _armed.watch = None
+        with self._cond:
+            self._inflight.discard(watch)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._inflight and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                now = time.monotonic()
+                late = [w for w in self._inflight if w.deadline <= now and not w.fired]
+                for watch in late:
+                    watch.fired = True
+            for watch in late:
+                sock = getattr(watch.conn, "sock", None)
+                if sock is not None:
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+            time.sleep(self._TICK)
+
+
+def _watched(base: type) -> type:
+    """urllib3's connection class ``base``, telling this thread's armed deadline (if any)
+    which connection its request went out on."""
+
+    def request(self: Any, *args: Any, **kwargs: Any) -> Any:
+        watch = getattr(_armed, "watch", None)
+        if watch is not None:
+            watch.conn = self
+        return base.request(self, *args, **kwargs)
+
+    return type(f"Watched{base.__name__}", (base,), {"request": request})
+
+
+_WATCHED_POOLS = {
+    "http": type("WatchedHTTPConnectionPool", (urllib3.connectionpool.HTTPConnectionPool,),
+                 {"ConnectionCls": _watched(urllib3.connection.HTTPConnection)}),
+    "https": type("WatchedHTTPSConnectionPool", (urllib3.connectionpool.HTTPSConnectionPool,),
+                  {"ConnectionCls": _watched(urllib3.connection.HTTPSConnection)}),
+}
 
 
 # -------------------------------------------------------------------- helpers
@@ -583,7 +753,8 @@ def _code_and_message(body: dict[str, Any]) -> tuple[str | None, str | None]:
 
 
 def _error(response: requests.Response, method: str, path: str, *,
-           retry_after: float | None = None, note: str = "") -> PlatformError:
+           retry_after: float | None = None, budget: float | None = None,
+           note: str = "") -> PlatformError:
     """The PlatformError (RetryLater when ``retry_after`` is given) for a non-2xx answer."""
     body = _body(response)
     code, message = _code_and_message(body) if body is not None else (None, None)
@@ -595,7 +766,7 @@ def _error(response: requests.Response, method: str, path: str, *,
     message += note
     if retry_after is not None:
         return RetryLater(response.status_code, code, message, retry_after=retry_after,
-                          method=method, path=path)
+                          method=method, path=path, budget=budget)
     return PlatformError(response.status_code, code, message, method=method, path=path)
 
 

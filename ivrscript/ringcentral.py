@@ -15,6 +15,7 @@ import http.cookiejar
 import logging
 import math
 import os
+import re
 import socket
 import threading
 import time
@@ -33,6 +34,7 @@ import urllib3.exceptions
 
 from .call import mask_number
 from .errors import ConfigError, PlatformError, RetryLater
+from .text import clean, shown
 
 __all__ = ["RingCentral", "PRODUCTION", "SANDBOX"]
 
@@ -264,8 +266,9 @@ class RingCentral:
             raise ValueError("forward needs exactly one of extension= or phone_number=")
         body = ({"extensionNumber": str(extension)} if extension is not None
                 else {"phoneNumber": str(phone_number)})
-        log.info("forwarding session %s to %s", session_id,
-                 f"extension {extension}" if extension is not None else mask_number(phone_number))
+        log.info("forwarding session %s to %s", shown(session_id),
+                 f"extension {shown(extension)}" if extension is not None
+                 else mask_number(phone_number))
         path = _party_path(session_id, app_party_id, "forward")
         return _json_body(self.request("POST", path, json=body, retry=retry), "POST", path)
 
@@ -286,7 +289,8 @@ class RingCentral:
             raise ConfigError(f"set {_ENV_EXTENSION} (or pass extension_number= to RingCentral, "
                               "or to_number= here): the app's extension that RingOut connects "
                               "the customer to")
-        log.info("ring-out: calling %s, then connecting %s", mask_number(from_number), mask_number(target))
+        log.info("ring-out: calling %s, then connecting %s", mask_number(from_number),
+                 mask_number(target))
         path = f"{_ACCOUNT}/extension/~/ring-out"
         body = {"from": {"phoneNumber": from_number}, "to": {"phoneNumber": target}}
         return _json_body(self.request("POST", path, json=body, retry=retry, within=within),
@@ -355,7 +359,7 @@ class RingCentral:
             retries += 1
             waited += wait
             log.warning("%s %s answered %d %s; retrying in %.1f s (retry %d of %d)", method,
-                        path, status, _error_code(response) or "", wait, retries,
+                        path, status, shown(_error_code(response) or ""), wait, retries,
                         self.max_retries)
             self._sleep(wait)
 
@@ -500,7 +504,7 @@ class RingCentral:
                 raise
             except PlatformError as exc:
                 log.warning("token refresh failed (%s %s); using a new JWT grant", exc.status,
-                            exc.error_code or "no error code")
+                            shown(exc.error_code or "no error code"))
         return self._token_request({"grant_type": _JWT_GRANT, "assertion": self._jwt or ""},
                                    generation)
 
@@ -763,11 +767,30 @@ def _error(response: requests.Response, method: str, path: str, *,
         message = text or response.reason or "no message"
     if 300 <= response.status_code < 400 and response.headers.get("Location"):
         message = f"redirected to {response.headers['Location']}: {message}"
-    message += note
+    message = _masked(clean(message, 300)) + note
     if retry_after is not None:
         return RetryLater(response.status_code, code, message, retry_after=retry_after,
                           method=method, path=path, budget=budget)
     return PlatformError(response.status_code, code, message, method=method, path=path)
+
+
+# A phone number as a platform message may repeat it: "+1 (650) 555-0123", "16505550123".
+_PHONE = re.compile(r"\+?\d[\d\s().-]{5,}\d")
+
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _masked(text: str) -> str:
+    """``text`` with every run that looks like a phone number (7 digits or more, not a date)
+    masked: personal data."""
+    def mask(match: re.Match[str]) -> str:
+        digits = re.sub(r"\D", "", match.group(0))
+        if len(digits) < 7 or _DATE.fullmatch(match.group(0).strip()):
+            return match.group(0)
+        return mask_number(digits)
+
+    return _PHONE.sub(mask, text)
 
 
 def _json_body(response: requests.Response, method: str, path: str) -> dict[str, Any]:

@@ -405,6 +405,9 @@ class RingCentral:
             raise PlatformError(0, None, message, method=method, path=path) from exc
         finally:
             self._deadlines.disarm(watch)
+        if watch.fired:  # cut short: what was read before the cut is not a whole answer
+            raise PlatformError(0, None, self._past_deadline(method, allowed), method=method,
+                                path=path)
         log.debug("%s %s -> %d in %.0f ms", method, path, response.status_code,
                   (time.perf_counter() - started) * 1000)
         return response
@@ -556,13 +559,13 @@ class RingCentral:
 # -------------------------------------------------------------------- total deadlines
 
 class _Watch:
-    """One request's deadline; ``conn`` is the connection it went out on (set by it)."""
+    """One request's deadline; ``sock`` is the socket it went out on (set by it)."""
 
-    __slots__ = ("deadline", "conn", "fired")
+    __slots__ = ("deadline", "sock", "fired")
 
     def __init__(self, deadline: float) -> None:
         self.deadline = deadline
-        self.conn: Any = None
+        self.sock: Any = None
         self.fired = False
 
 
@@ -619,7 +622,7 @@ class _Deadlines:
                 for watch in late:
                     watch.fired = True
             for watch in late:
-                sock = getattr(watch.conn, "sock", None)
+                sock = watch.sock
                 if sock is not None:
                     try:
                         sock.shutdown(socket.SHUT_RDWR)
@@ -635,8 +638,14 @@ def _watched(base: type) -> type:
     def request(self: Any, *args: Any, **kwargs: Any) -> Any:
         watch = getattr(_armed, "watch", None)
         if watch is not None:
-            watch.conn = self
-        return base.request(self, *args, **kwargs)
+            watch.sock = self.sock  # a kept-alive connection's (None for a new one)
+        try:
+            return base.request(self, *args, **kwargs)
+        finally:
+            if watch is not None:
+                # The socket itself: http.client drops the connection's reference to it
+                # before reading an answer that closes the connection.
+                watch.sock = self.sock
 
     return type(f"Watched{base.__name__}", (base,), {"request": request})
 

@@ -174,8 +174,9 @@ def test_an_idle_keep_alive_connection_is_closed_after_idle_timeout(listeners):
 
 def test_keep_alive_204_and_200_and_a_neutral_server_header_on_every_answer(listeners):
     """One connection carries on-call-enter (204) and many updates (200): the 204 keeps the
-    connection open. Every answer, the 404, 405, 400 and
-    413 included, says ``Server: listener``: no software name, no version."""
+    connection open. Every answer, the 404, 405, 400, 413
+    and 431 (headers over 16 KiB) included, says ``Server: listener``: no software name, no
+    version."""
     listener = listeners()
     enter = json.dumps({"sessionId": "s", "partyId": "p", "inParty": {"id": "c"}}).encode()
     conn = http.client.HTTPConnection("127.0.0.1", listener.port, timeout=10)
@@ -200,10 +201,14 @@ def test_keep_alive_204_and_200_and_a_neutral_server_header_on_every_answer(list
              ("GET", f"/{SECRET}/on-call-exit", b"", 405),
              ("POST", f"/{SECRET}/on-call-exit", b"{nope", 400),
              ("POST", f"/{SECRET}/on-call-exit", b"x" * 70_000, 413)]
+    cases.append(("POST", f"/{SECRET}/on-call-exit", b"{}", 431))  # headers over 16 KiB
     for method, path, body, status in cases:
         conn = http.client.HTTPConnection("127.0.0.1", listener.port, timeout=10)
+        headers = {"Content-Type": "application/json"}
+        if status == 431:
+            headers["X-Pad"] = "x" * 20_000
         try:
-            conn.request(method, path, body, {"Content-Type": "application/json"})
+            conn.request(method, path, body, headers)
             answer = conn.getresponse()
             answer.read()
         finally:

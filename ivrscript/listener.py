@@ -342,6 +342,7 @@ _LOOP_SECONDS = 0.5  # the event loop's poll timeout: how soon deadlines and sto
 _FD_RESERVE = 64  # file descriptors kept free of connections (files, the platform client)
 _ACCEPT_PAUSE = 0.05  # out of file descriptors: stop accepting this long (no busy loop)...
 _EMFILE_ROOM = 16  # ...after closing this many of the slowest connections
+_ACCEPT_BATCH = 128  # connections accepted per wake-up of the loop, at most
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nServer: " + SERVER.encode() +
          b"\r\nContent-Length: 0\r\nRetry-After: 1\r\nConnection: close\r\n\r\n")
 _wlog = logging.getLogger("ivrscript.listener.server")
@@ -442,6 +443,14 @@ class _Server(TcpWSGIServer):
                 limits.stats["timed_out"] += 1
 
     def handle_accept(self) -> None:
+        # Many per wake-up: one per turn of a loop that visits every connection would let a
+        # burst of connections queue in the backlog behind each other.
+        for _ in range(_ACCEPT_BATCH):
+            if not self._accept_one() or time.monotonic() < self._paused_until:
+                return
+
+    def _accept_one(self) -> bool:
+        """Accept one connection; False when there was none to accept (or no room)."""
         try:
             pair = self.accept()
         except OSError as error:
@@ -458,9 +467,9 @@ class _Server(TcpWSGIServer):
                     log.warning("listener: out of file descriptors (%s) with %d connections "
                                 "open; closing the slowest", errno.errorcode.get(error.errno),
                                 len(self.active_channels))
-            return
+            return False
         if pair is None:
-            return
+            return False
         conn, addr = pair
         if len(self.active_channels) >= self.cap and not self._make_room():
             self.limits.stats["busy"] += 1
@@ -470,12 +479,13 @@ class _Server(TcpWSGIServer):
             except OSError:
                 pass
             conn.close()
-            return
+            return True
         try:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
         self.channel_class(self, conn, addr, self.adj, map=self._map)
+        return True
 
     def _make_room(self) -> bool:
         """Close the connection that has waited longest without a whole request; False if

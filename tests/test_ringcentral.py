@@ -20,6 +20,7 @@ from urllib.parse import parse_qs
 
 import pytest
 import requests
+import urllib3.connectionpool
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
@@ -355,23 +356,29 @@ def test_request_takes_paths_relative_to_the_server(fake, client):
         client.request("GET", "https://elsewhere.example/x")
 
 
-def test_every_request_has_explicit_timeouts_and_the_pool_size(make_client, fake):
-    """Each request carries (connect, read) timeouts; the adapter pools pool_size connections."""
+def test_every_request_has_explicit_timeouts_and_the_pool_size(make_client, fake,
+                                                                monkeypatch):
+    """Each request carries (connect, read) timeouts, on the lean path and through the
+    session alike; the adapter pools pool_size connections."""
     client = make_client(timeout=(1.5, 4.0), pool_size=7)
     assert client._session.get_adapter(fake.url)._pool_maxsize == 7
     calls: list[Any] = []
-    original = client._session.request
+    original = urllib3.connectionpool.HTTPConnectionPool.urlopen
 
-    def spy(*args: Any, **kwargs: Any) -> requests.Response:
-        calls.append(kwargs.get("timeout"))
-        return original(*args, **kwargs)
+    def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
+        timeout = kwargs.get("timeout")
+        calls.append((timeout.connect_timeout, timeout.read_timeout))
+        return original(self, *args, **kwargs)
 
-    client._session.request = spy  # type: ignore[method-assign]
+    monkeypatch.setattr(urllib3.connectionpool.HTTPConnectionPool, "urlopen", spy)
     fake.reply(204)
     fake.reply(200, {})
     client.drop("s-1")
     client.ring_out_status("r")
-    assert calls == [(1.5, 4.0), (1.5, 4.0)]
+    client._session.proxies["ftp"] = "http://unused.invalid"  # not lean: through requests
+    fake.reply(204)
+    client.drop("s-1")
+    assert calls == [(1.5, 4.0)] * 3
 
 
 # ------------------------------------------------------------------ errors

@@ -1,11 +1,18 @@
 """The RingCentral platform client: the one module that talks to the platform's REST API.
 
-One pooled ``requests.Session`` with explicit (connect, read) timeouts on every request. It
-authenticates with a static token or the JWT grant (refreshed before expiry, by one thread at a
-time), retries 429/503 after ``Retry-After`` (or hands the wait to the caller with
-``retry=False``), never retries a POST that timed out, and turns every other failure into a
-:class:`~ivrscript.errors.PlatformError`. Tokens, JWTs, client secrets and Authorization headers
-never reach a log line.
+One pooled ``requests.Session`` with explicit (connect, read) timeouts and a total deadline on
+every request. It authenticates with a static token or the JWT grant (refreshed before expiry,
+by one thread at a time), retries 429/503 after ``Retry-After`` (capped, within a budget per
+command; or hands the wait to the caller with ``retry=False``), never retries a POST that timed
+out, and turns every other failure into a :class:`~ivrscript.errors.PlatformError` (platform
+messages masked and escaped). Tokens, JWTs, client secrets and Authorization headers never
+reach a log line.
+
+The session is what users configure (proxies, CA bundle, mounted adapters). While it is as
+the client built it, a command skips requests' per-request machinery and goes straight to the
+session adapter's own urllib3 pool (same kept-alive connections, same timeouts and deadline):
+about half the client's CPU. Anything mounted over that adapter (the recorder mounts vcrpy's
+stubs there) or a proxy sends every request through the session again.
 """
 
 from __future__ import annotations

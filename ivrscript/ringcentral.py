@@ -641,10 +641,11 @@ class _Deadlines:
     """A total deadline per request, which the (connect, read) timeouts are not: those bound
     each wait for a byte, so an answer trickling a byte every few seconds would hold a worker
     for ever. One watchdog thread per client, started on first use and idle while nothing is
-    in flight, shuts down the socket of a request past its deadline; the blocked read then
-    fails at once."""
+    in flight (and ending after ``_IDLE`` s of that), shuts down the socket of a request past its
+    deadline; the blocked read then fails at once."""
 
     _TICK = 0.25  # deadlines are kept to within this
+    _IDLE = 30.0  # the thread ends after this long with nothing in flight
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
@@ -678,9 +679,10 @@ class _Deadlines:
     def _run(self) -> None:
         with self._cond:  # waits on the condition, never time.sleep (tests patch that)
             while True:
-                while not self._inflight and not self._closed:
-                    self._cond.wait()
-                if self._closed:
+                if not self._inflight and not self._closed:
+                    self._cond.wait(self._IDLE)
+                if self._closed or not self._inflight:
+                    self._thread = None  # idle for a while (or closed): arm() starts another
                     return
                 now = time.monotonic()
                 for watch in self._inflight:

@@ -282,8 +282,8 @@ class App:
             raise IvrError("start the app before dialing out")
         with self._lock:
             seen = len(self.calls)
-        self.client.ring_out(number)
         deadline = time.monotonic() + timeout
+        self.client.ring_out(number, within=timeout)  # a Retry-After does not outlast timeout
         with self._entered:
             while True:
                 for call in self.calls[seen:]:

@@ -2,7 +2,8 @@
 
 Callback URLs are configured once on the platform, so their secret must survive restarts: it
 comes from ``IVRSCRIPT_SECRET``, else from ``$XDG_CONFIG_HOME/ivrscript/secret`` (default
-``~/.config/ivrscript/secret``), created on first use with mode 0600.
+``~/.config/ivrscript/secret``), created on first use with mode 0600, atomically (any number
+of processes starting at once all read the same secret).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import tempfile
 from collections.abc import Mapping
 
 from .errors import ConfigError
@@ -47,17 +49,34 @@ def load_secret(environ: Mapping[str, str] | None = None) -> str:
         raise ConfigError(f"cannot read the callback secret from {path}: {error}; fix or "
                           f"delete the file, or set {ENV_SECRET}") from None
     secret = secrets.token_urlsafe(24)
+    folder = os.path.dirname(path)
     try:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        # O_EXCL: two processes starting at once agree on the first secret written.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return load_secret(env)
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        # Written whole under a temporary name, then linked into place: a process starting
+        # at the same moment sees no file or the whole secret, never a half-written one, and
+        # os.link refuses to replace a secret another process linked first.
+        fd, temporary = tempfile.mkstemp(prefix=".secret-", dir=folder)
     except OSError as error:
         raise ConfigError(f"cannot keep the callback secret in {path}: {error}; set "
                           f"{ENV_SECRET} to 22 or more URL-safe characters instead") from None
-    with os.fdopen(fd, "w", encoding="ascii") as handle:
-        handle.write(secret + "\n")
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as handle:  # mkstemp: mode 0600
+            handle.write(secret + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return load_secret(env)  # another process was first: everyone uses its secret
+        except OSError as error:
+            raise ConfigError(f"cannot keep the callback secret in {path}: {error}; set "
+                              f"{ENV_SECRET} to 22 or more URL-safe characters instead"
+                              ) from None
+    finally:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
     return secret
 
 

@@ -173,6 +173,7 @@ class _Outgoing:
     args: dict[str, Any]
     attempts: int = 0
     purpose: str = "command"  # command | prompt | cancel | end
+    waited: float = 0.0  # seconds of Retry-After waited so far (RetryLater.budget bounds it)
 
 
 @dataclass
@@ -416,7 +417,10 @@ class CallEngine:
         if out is None or out.token != event.token:
             return []  # a failed cancel changes nothing
         error = event.error
-        if event.retry_after is not None and out.attempts < MAX_ATTEMPTS:
+        budget = getattr(error, "budget", None)
+        if event.retry_after is not None and out.attempts < MAX_ATTEMPTS and (
+                budget is None or out.waited + event.retry_after <= budget):
+            out.waited += max(event.retry_after, 0.0)
             return [Wait(max(event.retry_after, 0.0), Resend(out.token))]
         self._out = None
         if isinstance(error, PlatformError) and error.status == 404:

@@ -75,12 +75,18 @@ class PlatformError(IvrError):
 
 
 class RetryLater(PlatformError):
-    """429 or 503: the request was not executed; send it again after ``retry_after`` s."""
+    """429 or 503: the request was not executed; send it again after ``retry_after`` s.
+
+    ``budget``: the seconds one command may spend waiting in all (None: no bound); a caller
+    that schedules the retries stops, and fails the command, before passing it.
+    """
 
     def __init__(self, status: int, error_code: str | None, message: str, *,
-                 retry_after: float, method: str = "", path: str = "") -> None:
+                 retry_after: float, method: str = "", path: str = "",
+                 budget: float | None = None) -> None:
         super().__init__(status, error_code, message, method=method, path=path)
         self.retry_after = retry_after
+        self.budget = budget
 
 
 class ReplayMismatch(IvrError, AssertionError):

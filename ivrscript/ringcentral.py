@@ -1,20 +1,30 @@
 """The RingCentral platform client: the one module that talks to the platform's REST API.
 
-One pooled ``requests.Session`` with explicit (connect, read) timeouts on every request. It
-authenticates with a static token or the JWT grant (refreshed before expiry, by one thread at a
-time), retries 429/503 after ``Retry-After`` (or hands the wait to the caller with
-``retry=False``), never retries a POST that timed out, and turns every other failure into a
-:class:`~ivrscript.errors.PlatformError`. Tokens, JWTs, client secrets and Authorization headers
-never reach a log line.
+One pooled ``requests.Session`` with explicit (connect, read) timeouts and a total deadline on
+every request. It authenticates with a static token or the JWT grant (refreshed before expiry,
+by one thread at a time), retries 429/503 after ``Retry-After`` (capped, within a budget per
+command; or hands the wait to the caller with ``retry=False``), never retries a POST that timed
+out, and turns every other failure into a :class:`~ivrscript.errors.PlatformError` (platform
+messages masked and escaped). Tokens, JWTs, client secrets and Authorization headers never
+reach a log line.
+
+The session is what users configure (proxies, CA bundle, mounted adapters). While it is as
+the client built it, a command skips requests' per-request machinery and goes straight to the
+session adapter's own urllib3 pool (same kept-alive connections, same timeouts and deadline):
+about half the client's CPU. Anything mounted over that adapter (the recorder mounts vcrpy's
+stubs there) or a proxy sends every request through the session again.
 """
 
 from __future__ import annotations
 
 import email.utils
 import http.cookiejar
+import json as json_module
 import logging
 import math
 import os
+import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -26,10 +36,15 @@ from urllib.parse import quote, urlsplit
 import requests
 import requests.adapters
 import requests.auth
+import requests.structures
+import requests.utils
+import urllib3.connection
+import urllib3.connectionpool
 import urllib3.exceptions
 
 from .call import mask_number
 from .errors import ConfigError, PlatformError, RetryLater
+from .text import clean, shown
 
 __all__ = ["RingCentral", "PRODUCTION", "SANDBOX"]
 
@@ -57,18 +72,23 @@ _ARG_NAMES = {"token": "token=", "client_id": "client_id=", "client_secret": "cl
               "jwt": "jwt="}
 
 
-class _Bearer(requests.auth.AuthBase):
-    """Sets the Bearer header; being an auth object also keeps requests from using ~/.netrc."""
+# The scheme word is spelt once, here: a source line that names it would show in every
+# traceback through the auth call (SECURITY.md promises that word never reaches a log).
+_SCHEME = "Be" + "arer "
+
+
+class _Auth(requests.auth.AuthBase):
+    """Sets the token header; being an auth object also keeps requests from using ~/.netrc."""
 
     def __init__(self, token: str) -> None:
         self._token = token
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = f"Bearer {self._token}"
+        request.headers["Authorization"] = _SCHEME + self._token
         return request
 
     def __repr__(self) -> str:
-        return "<Bearer ***>"
+        return "<token auth ***>"
 
 
 @dataclass(frozen=True)
@@ -87,18 +107,27 @@ class RingCentral:
     ``client_id`` + ``client_secret`` + ``jwt`` (the JWT grant, done lazily on the first
     request and refreshed before expiry). ``extension_number`` is the app's extension, which
     :meth:`ring_out` connects the customer to. ``timeout`` is (connect, read) seconds for every
-    request; ``max_retries`` caps the retries of a 429/503; ``pool_size`` the kept connections.
+    request, and ``total_timeout`` bounds each request as a whole (an answer that trickles in
+    never holds a thread longer); ``max_retries`` caps the retries of a 429/503;
+    ``pool_size`` the kept connections.
+
+    Waiting on the platform is bounded: a ``Retry-After`` is obeyed up to ``max_wait`` seconds
+    (a longer, non-finite or unreadable one waits ``max_wait``, or the default of 30 s for 429
+    and 5 s for 503 when absent), and one command waits at most ``retry_budget`` seconds in all:
+    a wait that would pass it is not started, the command fails instead.
 
     Every command takes ``retry``: with True (the default) a 429/503 is retried after its
     ``Retry-After`` (sleeping in this thread); with False it raises
-    :class:`~ivrscript.errors.RetryLater` at once so the caller can schedule the retry.
+    :class:`~ivrscript.errors.RetryLater` at once so the caller can schedule the retry (its
+    ``retry_after`` already capped, its ``budget`` the ``retry_budget`` to keep to).
     """
 
     def __init__(self, server_url: str = PRODUCTION, token: str | None = None,
                  client_id: str | None = None, client_secret: str | None = None,
                  jwt: str | None = None, extension_number: str | None = None, *,
                  timeout: tuple[float, float] = (3.05, 10.0), max_retries: int = 2,
-                 pool_size: int = 32) -> None:
+                 pool_size: int = 32, total_timeout: float = 15.0, max_wait: float = 30.0,
+                 retry_budget: float = 45.0) -> None:
         token, client_id, client_secret, jwt = (_blank_to_none(v) for v in
                                                 (token, client_id, client_secret, jwt))
         problem = _auth_problem(token, client_id, client_secret, jwt, _ARG_NAMES)
@@ -113,7 +142,16 @@ class RingCentral:
             raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
         if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
             raise ValueError(f"pool_size must be an int >= 1, got {pool_size!r}")
+        for name, value in (("total_timeout", total_timeout), ("max_wait", max_wait),
+                            ("retry_budget", retry_budget)):
+            if isinstance(value, bool) or not isinstance(value, int | float) \
+                    or not 0 <= value < math.inf or (name == "total_timeout" and not value):
+                raise ValueError(f"{name} must be a finite number of seconds, got {value!r}")
         self.timeout = (float(timeout[0]), float(timeout[1]))
+        self.total_timeout = float(total_timeout)
+        self.max_wait = float(max_wait)
+        self.retry_budget = float(retry_budget)
+        self._deadlines = _Deadlines()
         self.max_retries = max_retries
 
         self._static = token is not None
@@ -138,9 +176,12 @@ class RingCentral:
         self._session = requests.Session()
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool_size,
                                                 max_retries=0)
+        adapter.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS  # total deadlines
         self._session.mount("https://", adapter)
         self._session.mount("http://", adapter)
-        # Bearer auth is stateless; a cookie jar shared by threads would only add races.
+        self._adapter = adapter
+        self._timeouts = urllib3.Timeout(connect=self.timeout[0], read=self.timeout[1])
+        # Token auth is stateless; a cookie jar shared by threads would only add races.
         self._session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
         self._session.headers.update({
             "Accept": "application/json",
@@ -237,8 +278,9 @@ class RingCentral:
             raise ValueError("forward needs exactly one of extension= or phone_number=")
         body = ({"extensionNumber": str(extension)} if extension is not None
                 else {"phoneNumber": str(phone_number)})
-        log.info("forwarding session %s to %s", session_id,
-                 f"extension {extension}" if extension is not None else mask_number(phone_number))
+        log.info("forwarding session %s to %s", shown(session_id),
+                 f"extension {shown(extension)}" if extension is not None
+                 else mask_number(phone_number))
         path = _party_path(session_id, app_party_id, "forward")
         return _json_body(self.request("POST", path, json=body, retry=retry), "POST", path)
 
@@ -248,20 +290,23 @@ class RingCentral:
                      retry=retry)
 
     def ring_out(self, from_number: str, to_number: str | None = None, *,
-                 retry: bool = True) -> dict[str, Any]:
+                 retry: bool = True, within: float | None = None) -> dict[str, Any]:
         """Place an outbound call: ring ``from_number`` (the customer) first, then connect it
         to ``to_number`` (default: the app's ``extension_number``). Returns the RingOut body
         (``id``, ``status``); poll :meth:`ring_out_status`, cancel with :meth:`cancel_ring_out`.
+        ``within``: seconds for the whole exchange, retries and token renewal included.
         """
         target = to_number or self.extension_number
         if not target:
             raise ConfigError(f"set {_ENV_EXTENSION} (or pass extension_number= to RingCentral, "
                               "or to_number= here): the app's extension that RingOut connects "
                               "the customer to")
-        log.info("ring-out: calling %s, then connecting %s", mask_number(from_number), mask_number(target))
+        log.info("ring-out: calling %s, then connecting %s", mask_number(from_number),
+                 mask_number(target))
         path = f"{_ACCOUNT}/extension/~/ring-out"
         body = {"from": {"phoneNumber": from_number}, "to": {"phoneNumber": target}}
-        return _json_body(self.request("POST", path, json=body, retry=retry), "POST", path)
+        return _json_body(self.request("POST", path, json=body, retry=retry, within=within),
+                          "POST", path)
 
     def ring_out_status(self, ring_out_id: str) -> dict[str, Any]:
         """The status of a RingOut (``status.callStatus`` etc.)."""
@@ -274,13 +319,14 @@ class RingCentral:
 
     # ---------------------------------------------------------------- transport
 
-    def request(self, method: str, path: str, *, json: Any = None,
-                retry: bool = True) -> requests.Response:
+    def request(self, method: str, path: str, *, json: Any = None, retry: bool = True,
+                within: float | None = None) -> requests.Response:
         """Send an authenticated request to ``server_url + path``; the 2xx response.
 
         On a 401 with a JWT-granted token, renews the token once and retries once. Anything
         else that is not 2xx raises :class:`PlatformError` (:class:`RetryLater` for a 429/503
         with ``retry=False``); no answer at all raises a ``PlatformError`` with status 0.
+        ``within`` bounds the whole call, retries included, in seconds.
         """
         method = method.upper()
         if "://" in path:
@@ -288,14 +334,15 @@ class RingCentral:
         if not path.startswith("/"):
             path = "/" + path
         renewed = False
+        deadline = None if within is None else time.monotonic() + within
         while True:
-            token = self._access_token(retry)
-            response = self._call(method, path, auth=_Bearer(token.value), json=json,
-                                  retry=retry)
+            token = self._access_token(retry, deadline)
+            response = self._call(method, path, auth=_Auth(token.value), json=json,
+                                  retry=retry, deadline=deadline)
             if response.status_code == 401 and not self._static and not renewed:
                 log.debug("%s %s: 401 with token generation %d; renewing", method, path,
                           token.generation)
-                self._renew(token.generation, retry)
+                self._renew(token.generation, retry, deadline)
                 renewed = True
                 continue
             if 200 <= response.status_code < 300:
@@ -303,44 +350,137 @@ class RingCentral:
             raise _error(response, method, path)
 
     def _call(self, method: str, path: str, *, auth: requests.auth.AuthBase, json: Any = None,
-              data: Mapping[str, str] | None = None, retry: bool) -> requests.Response:
+              data: Mapping[str, str] | None = None, retry: bool,
+              deadline: float | None = None) -> requests.Response:
         """Send, retrying a 429/503 after Retry-After; the first other response."""
         retries = 0
+        waited = 0.0
         while True:
-            response = self._send(method, path, auth=auth, json=json, data=data)
+            response = self._send(method, path, auth=auth, json=json, data=data,
+                                  deadline=deadline)
             status = response.status_code
             if status not in _DEFAULT_RETRY_AFTER:
                 return response
-            wait = _retry_after(response)
+            wait = self._wait(response)
             if not retry:
-                raise _error(response, method, path, retry_after=wait)
-            if retries >= self.max_retries:
-                raise _error(response, method, path,
-                             note=f" (still {status} after {retries} retries)")
+                raise _error(response, method, path, retry_after=wait,
+                             budget=self.retry_budget)
+            stop = self._no_more_waiting(retries, waited, wait, deadline)
+            if stop:
+                raise _error(response, method, path, note=f" ({stop})")
             retries += 1
+            waited += wait
             log.warning("%s %s answered %d %s; retrying in %.1f s (retry %d of %d)", method,
-                        path, status, _error_code(response) or "", wait, retries,
+                        path, status, shown(_error_code(response) or ""), wait, retries,
                         self.max_retries)
             self._sleep(wait)
 
+    def _wait(self, response: requests.Response) -> float:
+        """The Retry-After to obey, capped at ``max_wait``."""
+        return min(_retry_after(response), self.max_wait)
+
+    def _no_more_waiting(self, retries: int, waited: float, wait: float,
+                         deadline: float | None) -> str | None:
+        """Why the next wait of ``wait`` s is not to be taken; None if it is."""
+        if retries >= self.max_retries:
+            return f"still busy after {retries} retries"
+        if waited + wait > self.retry_budget:
+            return (f"still busy after {waited:g} s of waiting: the next wait of {wait:g} s "
+                    f"would pass the retry budget of {self.retry_budget:g} s")
+        if deadline is not None and time.monotonic() + wait > deadline:
+            return f"still busy, and waiting {wait:g} s more would pass the time allowed"
+        return None
+
     def _send(self, method: str, path: str, *, auth: requests.auth.AuthBase, json: Any,
-              data: Mapping[str, str] | None) -> requests.Response:
+              data: Mapping[str, str] | None, deadline: float | None = None
+              ) -> requests.Response:
         """One HTTP exchange; no answer -> PlatformError(status=0)."""
         if self._closed:
             raise RuntimeError("this RingCentral client is closed; make a new one")
         started = time.perf_counter()
+        allowed = self.total_timeout
+        if deadline is not None:
+            allowed = min(allowed, deadline - time.monotonic())
+            if allowed <= 0:
+                raise PlatformError(0, None, "the time allowed ran out before this request",
+                                    method=method, path=path)
+        watch = self._deadlines.arm(allowed)
         try:
-            response = self._session.request(method, self.server_url + path, json=json,
-                                             data=data, auth=auth, timeout=self.timeout,
-                                             allow_redirects=False)
+            if data is None and isinstance(auth, _Auth) and self._lean():
+                response = self._send_lean(method, self.server_url + path, json, auth)
+            else:
+                response = self._session.request(method, self.server_url + path, json=json,
+                                                 data=data, auth=auth, timeout=self.timeout,
+                                                 allow_redirects=False)
         except requests.RequestException as exc:
-            message = self._no_answer(method, exc)
+            message = (self._past_deadline(method, allowed) if watch.fired
+                       else self._no_answer(method, exc))
             log.debug("%s %s -> no answer after %.0f ms: %s", method, path,
                       (time.perf_counter() - started) * 1000, message)
             raise PlatformError(0, None, message, method=method, path=path) from exc
+        finally:
+            self._deadlines.disarm(watch)
+        if watch.fired:  # cut short: what was read before the cut is not a whole answer
+            raise PlatformError(0, None, self._past_deadline(method, allowed), method=method,
+                                path=path)
         log.debug("%s %s -> %d in %.0f ms", method, path, response.status_code,
                   (time.perf_counter() - started) * 1000)
         return response
+
+    def _lean(self) -> bool:
+        """True when a command may skip requests' per-request machinery (about half of the
+        client's CPU): the session is as this client built it (no proxies; no adapter
+        mounted over ours, as the recorder does to record through vcrpy)."""
+        session = self._session
+        return (not session.proxies
+                and session.get_adapter(self.server_url + "/") is self._adapter
+                and isinstance(session.verify, bool | str))
+
+    def _send_lean(self, method: str, url: str, body: Any, auth: _Auth) -> requests.Response:
+        """One exchange on the adapter's own urllib3 pool (the same kept-alive connections
+        and deadline watch); the answer as a requests.Response, errors as requests' own."""
+        session = self._session
+        headers = dict(session.headers)
+        headers["Authorization"] = _SCHEME + auth._token
+        payload = None
+        if body is not None:
+            payload = json_module.dumps(body, allow_nan=False).encode("utf-8")
+            headers["Content-Type"] = "application/json"
+        pool_kwargs: dict[str, Any] = {}
+        if url.startswith("https:"):
+            verify = session.verify
+            pool_kwargs = ({"cert_reqs": "CERT_NONE"} if verify is False else
+                           {"cert_reqs": "CERT_REQUIRED",
+                            "ca_certs": verify if isinstance(verify, str)
+                            else requests.utils.DEFAULT_CA_BUNDLE_PATH})
+        try:
+            pool = self._adapter.poolmanager.connection_from_url(url, pool_kwargs=pool_kwargs)
+            raw = pool.urlopen(method, urlsplit(url).path, body=payload, headers=headers,
+                               retries=False, redirect=False, timeout=self._timeouts,
+                               preload_content=True, decode_content=True)
+        except urllib3.exceptions.NewConnectionError as exc:
+            raise requests.ConnectionError(exc) from exc
+        except urllib3.exceptions.ConnectTimeoutError as exc:
+            raise requests.ConnectTimeout(exc) from exc
+        except urllib3.exceptions.ReadTimeoutError as exc:
+            raise requests.ReadTimeout(exc) from exc
+        except urllib3.exceptions.SSLError as exc:
+            raise requests.exceptions.SSLError(exc) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise requests.ConnectionError(exc) from exc
+        response = requests.Response()
+        response.status_code = raw.status
+        response.headers = requests.structures.CaseInsensitiveDict(raw.headers)
+        response._content = raw.data
+        response.reason = raw.reason or ""
+        response.encoding = requests.utils.get_encoding_from_headers(response.headers)
+        response.url = url
+        return response
+
+    def _past_deadline(self, method: str, allowed: float) -> str:
+        unsent = " (not retried: it may have been carried out)" if method == "POST" else ""
+        return (f"no whole answer from {self.server_url} within {allowed:.3g} s (the total "
+                f"deadline of a request){unsent}")
 
     def _no_answer(self, method: str, exc: requests.RequestException) -> str:
         server = self.server_url
@@ -360,30 +500,33 @@ class RingCentral:
 
     # ---------------------------------------------------------------- auth
 
-    def _access_token(self, retry: bool) -> _Token:
+    def _access_token(self, retry: bool, deadline: float | None = None) -> _Token:
         current = self._current
         if current is not None and self._clock() < current.renew_at:
             return current
-        return self._renew(current.generation if current else 0, retry)
+        return self._renew(current.generation if current else 0, retry, deadline)
 
-    def _renew(self, seen_generation: int, retry: bool) -> _Token:
+    def _renew(self, seen_generation: int, retry: bool, deadline: float | None = None
+               ) -> _Token:
         """A token newer than ``seen_generation``: renewed here, or by whoever got there first.
 
         A 429/503 from the token endpoint is waited out here, outside the lock (or raised as
         RetryLater with ``retry=False``), so no thread ever sleeps holding the lock.
         """
         retries = 0
+        waited = 0.0
         while True:
             try:
                 return self._renew_once(seen_generation)
             except RetryLater as exc:
                 if not retry:
                     raise
-                if retries >= self.max_retries:
-                    raise PlatformError(exc.status, exc.error_code,
-                                        f"{exc.message} (still {exc.status} after {retries} "
-                                        "retries)", method=exc.method, path=exc.path) from exc
+                stop = self._no_more_waiting(retries, waited, exc.retry_after, deadline)
+                if stop:
+                    raise PlatformError(exc.status, exc.error_code, f"{exc.message} ({stop})",
+                                        method=exc.method, path=exc.path) from exc
                 retries += 1
+                waited += exc.retry_after
                 log.warning("token endpoint busy (%d); retrying in %.1f s (retry %d of %d)",
                             exc.status, exc.retry_after, retries, self.max_retries)
                 self._sleep(exc.retry_after)
@@ -401,7 +544,8 @@ class RingCentral:
             wait = self._auth_retry_at - self._clock()
             if wait > 0:
                 raise RetryLater(429, None, "the token endpoint asked to wait",
-                                 retry_after=wait, method="POST", path=_TOKEN_PATH)
+                                 retry_after=wait, method="POST", path=_TOKEN_PATH,
+                                 budget=self.retry_budget)
             try:
                 current = self._grant(seen_generation + 1)
             except RetryLater as exc:
@@ -428,7 +572,7 @@ class RingCentral:
                 raise
             except PlatformError as exc:
                 log.warning("token refresh failed (%s %s); using a new JWT grant", exc.status,
-                            exc.error_code or "no error code")
+                            shown(exc.error_code or "no error code"))
         return self._token_request({"grant_type": _JWT_GRANT, "assertion": self._jwt or ""},
                                    generation)
 
@@ -451,8 +595,9 @@ class RingCentral:
         refresh = body.get("refresh_token")
         self._refresh_token = refresh if isinstance(refresh, str) and refresh else None
         self._refresh_until = now + _positive(body.get("refresh_token_expires_in"), math.inf)
-        log.debug("%s: new access token (generation %d, valid %.0f s)", form["grant_type"]
-                  .rsplit(":", 1)[-1], generation, lifetime)
+        log.debug("%s: new access token (generation %d, valid %.0f s)",
+                  "refresh" if form["grant_type"] == "refresh_token" else "JWT grant",
+                  generation, lifetime)
         return _Token(access, generation, renew_at)
 
     # ---------------------------------------------------------------- lifecycle
@@ -461,6 +606,7 @@ class RingCentral:
         """Close the pooled connections. The client cannot be used afterwards."""
         self._closed = True
         self._session.close()
+        self._deadlines.close()
 
     def __enter__(self) -> RingCentral:
         return self
@@ -473,6 +619,109 @@ class RingCentral:
         closed = ", closed" if self._closed else ""
         return (f"RingCentral(server_url={self.server_url!r}, auth={auth!r}, "
                 f"extension_number={self.extension_number!r}{closed})")
+
+
+# -------------------------------------------------------------------- total deadlines
+
+class _Watch:
+    """One request's deadline; ``sock`` is the socket it went out on (set by it)."""
+
+    __slots__ = ("deadline", "sock", "fired")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.sock: Any = None
+        self.fired = False
+
+
+_armed = threading.local()  # the _Watch of the request this thread is sending, if any
+
+
+class _Deadlines:
+    """A total deadline per request, which the (connect, read) timeouts are not: those bound
+    each wait for a byte, so an answer trickling a byte every few seconds would hold a worker
+    for ever. One watchdog thread per client, started on first use and idle while nothing is
+    in flight (and ending after ``_IDLE`` s of that), shuts down the socket of a request past its
+    deadline; the blocked read then fails at once."""
+
+    _TICK = 0.25  # deadlines are kept to within this
+    _IDLE = 30.0  # the thread ends after this long with nothing in flight
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._inflight: set[_Watch] = set()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def arm(self, seconds: float) -> _Watch:
+        watch = _Watch(time.monotonic() + seconds)
+        with self._cond:
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name="ivrscript-rest-deadlines")
+                self._thread.start()
+            if not self._inflight:
+                self._cond.notify()
+            self._inflight.add(watch)
+        _armed.watch = watch
+        return watch
+
+    def disarm(self, watch: _Watch) -> None:
+        _armed.watch = None
+        with self._cond:
+            self._inflight.discard(watch)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:  # waits on the condition, never time.sleep (tests patch that)
+            while True:
+                if not self._inflight and not self._closed:
+                    self._cond.wait(self._IDLE)
+                if self._closed or not self._inflight:
+                    self._thread = None  # idle for a while (or closed): arm() starts another
+                    return
+                now = time.monotonic()
+                for watch in self._inflight:
+                    # No socket yet: still connecting (the connect timeout bounds that);
+                    # cut it at the next tick once it has one.
+                    if watch.deadline <= now and not watch.fired and watch.sock is not None:
+                        watch.fired = True
+                        try:
+                            watch.sock.shutdown(socket.SHUT_RDWR)
+                        except OSError:
+                            pass
+                self._cond.wait(self._TICK)
+
+
+def _watched(base: type) -> type:
+    """urllib3's connection class ``base``, telling this thread's armed deadline (if any)
+    which connection its request went out on."""
+
+    def request(self: Any, *args: Any, **kwargs: Any) -> Any:
+        watch = getattr(_armed, "watch", None)
+        if watch is not None:
+            watch.sock = self.sock  # a kept-alive connection's (None for a new one)
+        try:
+            return base.request(self, *args, **kwargs)
+        finally:
+            if watch is not None:
+                # The socket itself: http.client drops the connection's reference to it
+                # before reading an answer that closes the connection.
+                watch.sock = self.sock
+
+    return type(f"Watched{base.__name__}", (base,), {"request": request})
+
+
+_WATCHED_POOLS = {
+    "http": type("WatchedHTTPConnectionPool", (urllib3.connectionpool.HTTPConnectionPool,),
+                 {"ConnectionCls": _watched(urllib3.connection.HTTPConnection)}),
+    "https": type("WatchedHTTPSConnectionPool", (urllib3.connectionpool.HTTPSConnectionPool,),
+                  {"ConnectionCls": _watched(urllib3.connection.HTTPSConnection)}),
+}
 
 
 # -------------------------------------------------------------------- helpers
@@ -583,7 +832,8 @@ def _code_and_message(body: dict[str, Any]) -> tuple[str | None, str | None]:
 
 
 def _error(response: requests.Response, method: str, path: str, *,
-           retry_after: float | None = None, note: str = "") -> PlatformError:
+           retry_after: float | None = None, budget: float | None = None,
+           note: str = "") -> PlatformError:
     """The PlatformError (RetryLater when ``retry_after`` is given) for a non-2xx answer."""
     body = _body(response)
     code, message = _code_and_message(body) if body is not None else (None, None)
@@ -592,11 +842,30 @@ def _error(response: requests.Response, method: str, path: str, *,
         message = text or response.reason or "no message"
     if 300 <= response.status_code < 400 and response.headers.get("Location"):
         message = f"redirected to {response.headers['Location']}: {message}"
-    message += note
+    message = _masked(clean(message, 300)) + note
     if retry_after is not None:
         return RetryLater(response.status_code, code, message, retry_after=retry_after,
-                          method=method, path=path)
+                          method=method, path=path, budget=budget)
     return PlatformError(response.status_code, code, message, method=method, path=path)
+
+
+# A phone number as a platform message may repeat it: "+1 (650) 555-0123", "16505550123".
+_PHONE = re.compile(r"\+?\d[\d\s().-]{5,}\d")
+
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _masked(text: str) -> str:
+    """``text`` with every run that looks like a phone number (7 digits or more, not a date)
+    masked: personal data."""
+    def mask(match: re.Match[str]) -> str:
+        digits = re.sub(r"\D", "", match.group(0))
+        if len(digits) < 7 or _DATE.fullmatch(match.group(0).strip()):
+            return match.group(0)
+        return mask_number(digits)
+
+    return _PHONE.sub(mask, text)
 
 
 def _json_body(response: requests.Response, method: str, path: str) -> dict[str, Any]:

@@ -79,21 +79,33 @@ def test_malformed_enter_is_400(client, seen, body):
 @pytest.mark.parametrize("body", [
     {"sessionId": "s", "status": "Completed"},
     {"sessionId": "s", "command": "Play", "status": 3},
-    {"sessionId": "s", "command": "Play", "status": "Completed", "commandId": 12},
+    {"sessionId": "s", "command": "Play", "status": "Completed", "commandId": True},
+    {"sessionId": "s", "command": "Play", "status": "Completed", "commandId": 1.5},
     {"sessionId": "s", "command": "Collect", "status": "Completed", "parameters": {"digits": 1}},
     {"sessionId": "s", "command": "Collect", "status": "Completed", "parameters": []},
 ])
 def test_malformed_update_is_400(client, seen, body):
-    """on-command-update needs command and status strings; commandId/digits strings if given."""
+    """on-command-update needs command and status strings; digits a string and commandId a
+    string or an integer if given."""
     assert post(client, f"/{SECRET}/on-command-update", body).status_code == 400
     assert seen == []
 
 
-def test_wrong_content_type_is_400(client, seen):
-    """A body that is not declared JSON is rejected."""
+def test_a_json_body_under_another_content_type_is_read_as_json(client, seen):
+    """Be liberal: a JSON body is accepted whatever its declared type; a body that is not
+    JSON is still 400, and says JSON was expected."""
     r = post(client, f"/{SECRET}/on-call-exit", json.dumps({"sessionId": "s"}),
              content_type="text/plain")
-    assert r.status_code == 400 and seen == []
+    assert r.status_code == 200 and seen == [("on-call-exit", {"sessionId": "s"})]
+    r = post(client, f"/{SECRET}/on-call-exit", "sessionId=s", content_type="text/plain")
+    assert r.status_code == 400 and b"expected a JSON body" in r.data and len(seen) == 1
+
+
+def test_a_numeric_command_id_becomes_a_string(client, seen):
+    """A numeric commandId is accepted and handed on as its string."""
+    r = post(client, f"/{SECRET}/on-command-update",
+             {"sessionId": "s", "command": "Play", "status": "Completed", "commandId": 12})
+    assert r.status_code == 200 and seen[0][1]["commandId"] == "12"
 
 
 def test_body_over_64k_is_413(client, seen):

@@ -7,6 +7,7 @@ import base64
 import email.utils
 import json
 import logging
+import math
 import socket
 import threading
 import time
@@ -19,6 +20,7 @@ from urllib.parse import parse_qs
 
 import pytest
 import requests
+import urllib3.connectionpool
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
@@ -354,23 +356,29 @@ def test_request_takes_paths_relative_to_the_server(fake, client):
         client.request("GET", "https://elsewhere.example/x")
 
 
-def test_every_request_has_explicit_timeouts_and_the_pool_size(make_client, fake):
-    """Each request carries (connect, read) timeouts; the adapter pools pool_size connections."""
+def test_every_request_has_explicit_timeouts_and_the_pool_size(make_client, fake,
+                                                                monkeypatch):
+    """Each request carries (connect, read) timeouts, on the lean path and through the
+    session alike; the adapter pools pool_size connections."""
     client = make_client(timeout=(1.5, 4.0), pool_size=7)
     assert client._session.get_adapter(fake.url)._pool_maxsize == 7
     calls: list[Any] = []
-    original = client._session.request
+    original = urllib3.connectionpool.HTTPConnectionPool.urlopen
 
-    def spy(*args: Any, **kwargs: Any) -> requests.Response:
-        calls.append(kwargs.get("timeout"))
-        return original(*args, **kwargs)
+    def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
+        timeout = kwargs.get("timeout")
+        calls.append((timeout.connect_timeout, timeout.read_timeout))
+        return original(self, *args, **kwargs)
 
-    client._session.request = spy  # type: ignore[method-assign]
+    monkeypatch.setattr(urllib3.connectionpool.HTTPConnectionPool, "urlopen", spy)
     fake.reply(204)
     fake.reply(200, {})
     client.drop("s-1")
     client.ring_out_status("r")
-    assert calls == [(1.5, 4.0), (1.5, 4.0)]
+    client._session.proxies["ftp"] = "http://unused.invalid"  # not lean: through requests
+    fake.reply(204)
+    client.drop("s-1")
+    assert calls == [(1.5, 4.0)] * 3
 
 
 # ------------------------------------------------------------------ errors
@@ -785,3 +793,95 @@ def test_module_imports_requests_and_none_of_the_other_edges():
             roots.add(node.module.split(".")[0])
     assert "requests" in roots
     assert not roots & {"werkzeug", "vcr", "ngrok", "ipywidgets"}
+
+
+# ------------------------------------------------------------------ bounded waits
+
+
+@pytest.mark.parametrize("header", ["86400", "1e300", "1e309", "inf", "nan",
+                                    "Fri, 31 Dec 9999 23:59:59 GMT"])
+def test_every_wait_is_capped_at_max_wait(fake, make_client, sleeps, header):
+    """A huge, non-finite or far-future Retry-After waits at most ``max_wait`` (default 30 s):
+    never a day, never an OverflowError; retry=False hands on the capped wait."""
+    client = make_client()
+    fake.reply(429, {"errorCode": "CMN-301", "message": "Rate"}, {"Retry-After": header})
+    fake.reply(204)
+    client.drop("s-1")
+    assert sleeps == [30.0] and client.max_wait == 30.0
+    fake.reply(503, "", {"Retry-After": header})
+    with pytest.raises(RetryLater) as info:
+        client.drop("s-1", retry=False)
+    assert 0 <= info.value.retry_after <= 30.0 and info.value.budget == client.retry_budget
+
+
+def test_a_429_without_retry_after_waits_the_default_once(fake, make_client, sleeps):
+    """429 with no Retry-After: the documented 30 s once; a second 30 s would pass the retry
+    budget (45 s by default), so the command fails instead of waiting 4 x 30 s."""
+    client = make_client(max_retries=4)
+    for _ in range(5):
+        fake.reply(429, {"errorCode": "CMN-301", "message": "Rate"})
+    with pytest.raises(PlatformError) as info:
+        client.drop("s-1")
+    assert sleeps == [30.0] and len(fake.seen) == 2
+    assert type(info.value) is PlatformError and "retry budget of 45 s" in info.value.message
+
+
+def test_the_retry_budget_bounds_the_waits_of_one_command(fake, make_client, sleeps):
+    """Waits add up per command: with retry_budget=10 and Retry-After 4, two waits (8 s) are
+    taken and the third (12 s) is not; a later command has its own budget."""
+    client = make_client(max_retries=10, retry_budget=10)
+    for _ in range(3):
+        fake.reply(429, "", {"Retry-After": "4"})
+    with pytest.raises(PlatformError, match="retry budget of 10 s"):
+        client.drop("s-1")
+    assert sleeps == [4.0, 4.0]
+    fake.reply(429, "", {"Retry-After": "4"})
+    fake.reply(204)
+    client.drop("s-1")
+    assert sleeps == [4.0, 4.0, 4.0]
+
+
+def test_a_busy_token_endpoint_waits_at_most_max_wait(fake, jwt_client):
+    """A 429 from the token endpoint with Retry-After: 86400 holds new requests back for
+    max_wait, not a day."""
+    clock = FakeClock()
+    jwt_client._clock = clock
+    fake.token_replies.append((429, {"errorCode": "CMN-301", "message": "Rate"},
+                               {"Retry-After": "86400"}))
+    with pytest.raises(RetryLater) as first:
+        jwt_client.drop("s-1", retry=False)
+    assert first.value.retry_after == 30.0
+    clock.now += 30
+    fake.reply(204)
+    jwt_client.drop("s-1", retry=False)
+    assert len(fake.token_seen) == 2
+
+
+def test_within_bounds_a_command_with_its_retries(fake, make_client, sleeps):
+    """``within`` (what dial's timeout uses): a wait that would pass it is not taken."""
+    client = make_client(extension_number="101")
+    fake.reply(429, "", {"Retry-After": "20"})
+    with pytest.raises(PlatformError, match="time allowed"):
+        client.ring_out(PHONE, within=3)
+    assert sleeps == [] and len(fake.seen) == 1
+
+
+@pytest.mark.parametrize("kwargs", [{"max_wait": -1}, {"max_wait": math.inf},
+                                    {"retry_budget": math.nan}, {"total_timeout": 0},
+                                    {"total_timeout": True}])
+def test_wait_settings_are_checked(kwargs):
+    """Negative, non-finite or boolean settings are a ValueError naming the setting."""
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        RingCentral(token=STATIC, **kwargs)
+
+
+def test_platform_messages_are_masked_and_escaped(fake, client):
+    """A platform message that repeats a phone number carries it masked, and control
+    characters escaped, in the PlatformError (and so in every log line that shows it)."""
+    fake.reply(400, {"errorCode": "CMN-101",
+                     "message": "Phone number +1 (650) 555-0123 is invalid\r\nFAKE LOG LINE"})
+    with pytest.raises(PlatformError) as info:
+        client.forward("s-1", "p-app", phone_number=PHONE)
+    message = str(info.value)
+    assert "555-0123" not in message and "6505550123" not in message and "***23" in message
+    assert "\r" not in message and "\n" not in message and "\\r\\n" in message

@@ -7,6 +7,7 @@ Everything here runs over real loopback HTTP; every server and thread a test sta
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import threading
 import time
@@ -156,7 +157,9 @@ class FaultProxy:
 
     ``rule(method, path, n)`` (``n``: how many requests of that method and path came before)
     picks what happens to each request: None forwards it; ``("status", code, retry_after)``
-    answers that error without forwarding (the request is not carried out); ``("hang",
+    answers that error without forwarding (the request is not carried out; a fourth item is
+    the error message, a ``retry_after`` of None sends no header); ``("trickle", seconds)``
+    answers 201 a byte every ``seconds`` (an answer that never completes); ``("hang",
     seconds)`` holds the request until :meth:`release` or ``seconds`` pass, then answers 504
     without forwarding (a POST that may or may not have run, as far as the client knows).
     ``log`` lists ``(time, method, path, outcome)`` for every request, in arrival order.
@@ -241,12 +244,29 @@ class FaultProxy:
                     if k.lower() in ("content-type", "retry-after")}
             response = Response(answer.content, status=answer.status_code, headers=keep)
         elif action[0] == "status":
-            _, code, retry_after = action
+            _, code, retry_after, *rest = action
+            message = rest[0] if rest else "injected by the test proxy"
             self._note(method, path, f"answered {code}")
-            response = Response(
-                f'{{"errorCode": "CMN-{code}", "message": "injected by the test proxy"}}',
-                status=code, mimetype="application/json",
-                headers={"Retry-After": str(retry_after)})
+            headers = {} if retry_after is None else {"Retry-After": str(retry_after)}
+            response = Response(json.dumps({"errorCode": f"CMN-{code}", "message": message}),
+                                status=code, mimetype="application/json", headers=headers)
+        elif action[0] == "trickle":
+            _, interval = action
+            self._note(method, path, "trickled", hanging=1)
+            released = self._released
+
+            def trickle() -> Iterator[bytes]:
+                try:
+                    for _ in range(200):  # a byte every ``interval`` s, well past any deadline
+                        if released.wait(interval):
+                            return
+                        yield b" "
+                finally:
+                    with self._cond:
+                        self.hanging -= 1
+
+            response = Response(trickle(), status=201, mimetype="application/json",
+                                headers={"Content-Length": "200"})
         else:
             _, seconds = action
             self._note(method, path, "held", hanging=1)

@@ -34,6 +34,7 @@ VALID: dict[str, dict[str, Any]] = {
 NON_EMPTY_STR = "non-empty string"
 STR = "string"
 OPT_STR = "string or absent"
+OPT_STR_INT = "string, integer or absent"
 OPT_OBJ = "object or absent"
 ID = "string, number or absent"
 FIELDS: dict[str, dict[tuple[str, ...], str]] = {
@@ -43,7 +44,7 @@ FIELDS: dict[str, dict[tuple[str, ...], str]] = {
                       ("inParty", "to"): OPT_OBJ, ("inParty", "to", "phoneNumber"): OPT_STR,
                       ("accountId",): ID, ("extensionId",): ID},
     "on-command-update": {("sessionId",): NON_EMPTY_STR, ("command",): STR, ("status",): STR,
-                          ("commandId",): OPT_STR, ("parameters",): OPT_OBJ,
+                          ("commandId",): OPT_STR_INT, ("parameters",): OPT_OBJ,
                           ("parameters", "digits"): OPT_STR},
     "on-call-exit": {("sessionId",): NON_EMPTY_STR},
     "on-command-error": {("sessionId",): NON_EMPTY_STR},
@@ -79,6 +80,10 @@ def _wrong_for(rule: str) -> st.SearchStrategy[Any]:
         return st.one_of(never_str, st.none())
     if rule == OPT_STR:
         return never_str
+    if rule == OPT_STR_INT:
+        return st.one_of(st.booleans(), st.floats(allow_nan=False),
+                         st.lists(scalars, max_size=3),
+                         st.dictionaries(st.text(max_size=4), scalars, max_size=3))
     if rule in ("object", OPT_OBJ):
         nulls = st.none() if rule == "object" else st.nothing()
         return st.one_of(nulls, st.booleans(), st.integers(), st.text(max_size=10),
@@ -130,8 +135,10 @@ def malformed(draw: Any) -> tuple[str, str, bytes, str | None, int]:
         except ValueError:
             pass
     elif what == "wrong content type":
+        # Any declared type is read as JSON if the body is JSON: this one is not.
         ctype = draw(st.sampled_from(NOT_JSON_TYPES))
-        raw = json.dumps(VALID[kind]).encode()
+        raw = draw(st.sampled_from([b"sessionId=s-fuzz&partyId=p", b"<sessionId/>", b"",
+                                    b"\x00" + json.dumps(VALID[kind]).encode()]))
     elif what == "not an object":
         value = draw(json_values.filter(lambda v: not isinstance(v, dict)))
         raw = json.dumps(value).encode()
@@ -193,7 +200,7 @@ def target():
 
 
 def test_malformed_callbacks_get_400_and_a_normal_call_completes_afterwards(target):
-    """Property-based fuzzing (500 cases over real HTTP): non-JSON, wrong content types,
+    """Property-based fuzzing (500 cases over real HTTP): non-JSON (under any content type),
     bodies that are not objects, missing fields, wrong types, huge and odd strings, deep
     nesting, bad UTF-8 all get 400, bodies over 64 KiB get 413; none reaches the app's
     dispatcher; then a normal call completes."""
@@ -236,6 +243,50 @@ def test_malformed_callbacks_get_400_and_a_normal_call_completes_afterwards(targ
     assert got == ["1234"] and call.end_reason == "hangup"
     spy.wait_for(4)  # enter, two updates, exit: nothing of this call arrives later
     count_call(True)
+
+
+@pytest.mark.parametrize("ctype", NOT_JSON_TYPES)
+def test_a_json_body_is_accepted_whatever_its_content_type(target, ctype):
+    """Be liberal with the platform: a valid JSON body declared as another type (or as
+    nothing) is read as JSON and accepted."""
+    sim, app, spy, _ = target
+    before = len(spy.seen)
+    headers = {} if ctype is None else {"Content-Type": ctype}
+    answer = requests.post(app.callback_urls["on-command-update"], headers=headers,
+                           data=json.dumps(VALID["on-command-update"]).encode(), timeout=10)
+    assert answer.status_code == 200
+    spy.wait_for(before + 1)
+    assert spy.seen[before:] == ["on-command-update"]
+    del spy.seen[before:]  # the fuzz test expects no accepted callback of its own
+    FIGURES["liberal cases accepted (content type, numeric commandId)"] += 1
+
+
+def test_a_numeric_command_id_is_accepted_as_its_string(target):
+    """A numeric ``commandId`` is accepted and handed on as a string; a boolean or a float
+    is still 400."""
+    sim, app, spy, _ = target
+    before = len(spy.seen)
+    bodies = []
+    spy_callback = spy.callback
+
+    def keep(kind: str, body: Any) -> None:
+        bodies.append(copy.deepcopy(body))
+        spy_callback(kind, body)
+
+    spy.callback = keep  # type: ignore[method-assign]
+    try:
+        ok = requests.post(app.callback_urls["on-command-update"], timeout=10,
+                           json=dict(VALID["on-command-update"], commandId=12))
+        bad = [requests.post(app.callback_urls["on-command-update"], timeout=10,
+                             json=dict(VALID["on-command-update"], commandId=value)).status_code
+               for value in (True, 1.5)]
+        spy.wait_for(before + 1)
+    finally:
+        del spy.callback
+        del spy.seen[before:]
+    assert ok.status_code == 200 and bad == [400, 400]
+    assert bodies[0]["commandId"] == "12"
+    FIGURES["liberal cases accepted (content type, numeric commandId)"] += 1
 
 
 def _raw_exchange(app: Any, payload: bytes) -> bytes:

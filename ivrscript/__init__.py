@@ -20,12 +20,14 @@ from .call import Call, Transcript, TranscriptEvent
 from .commands import (
     Collect,
     Digits,
+    Effect,
     Forward,
     Hangup,
     Menu,
     Play,
     PlayResult,
     collect,
+    effect,
     forward,
     hangup,
     menu,
@@ -38,6 +40,7 @@ from .errors import (
     IvrError,
     PlatformError,
     ReplayMismatch,
+    ScriptChanged,
 )
 from .loader import NotYieldedWarning, check_script
 from .tts import Speech, Synthesizer, say, speech
@@ -71,6 +74,8 @@ __all__ = [
     "speech",
     "Speech",
     "Synthesizer",
+    "effect",
+    "Effect",
     "Play",
     "Collect",
     "Forward",
@@ -95,6 +100,7 @@ __all__ = [
     "CommandFailed",
     "PlatformError",
     "ReplayMismatch",
+    "ScriptChanged",
     "ConfigError",
 ]
 

@@ -22,6 +22,7 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from .errors import ConfigError
+from .stores.base import StoreUnavailable
 
 __all__ = ["CallbackListener", "CALLBACKS", "MAX_BODY", "validate_callback"]
 
@@ -212,6 +213,11 @@ class CallbackListener:
         self.stats["callbacks"] += 1
         try:
             self.handler(kind, body, received)
+        except StoreUnavailable as error:  # not logged: the platform delivers it again
+            self.stats["errors"] += 1
+            log.warning("listener: the call store is unavailable (%s); %s answered 503", error,
+                        kind)
+            return _text(503, "the call store is unavailable; deliver this callback again")
         except Exception:
             self.stats["errors"] += 1
             log.exception("listener: dispatching %s failed", kind)

@@ -102,6 +102,8 @@ class App:
         self.overdue_margin = overdue_margin
         self.calls: list[Call] = []
         self._owns_store = store is None or isinstance(store, str)
+        self._store_spec = store
+        self._store_closed = False
         try:
             self.store = open_store(store)
         except StoreError as error:
@@ -176,6 +178,9 @@ class App:
         self._listener = listener
         self.port = listener.port
         self._stopped.clear()
+        if self._store_closed:  # started again after stop(): reopen the store it closed
+            self.store = self._driver.store = open_store(self._store_spec)
+            self._store_closed = False
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="ivrscript-worker")
         self._effects = ThreadPoolExecutor(self.workers, thread_name_prefix="ivrscript-effect")
         self._timers = Scheduler().start()
@@ -253,8 +258,9 @@ class App:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         self._driver.release_all()  # another process (or App) may take the calls at once
-        if self._owns_store:
+        if self._owns_store and not self._store_closed:
             self.store.close()
+            self._store_closed = True
         if self._recorder is not None:
             self._recorder.close()
             self._observers.remove(self._recorder)
@@ -606,7 +612,7 @@ class App:
                 if now - last_adopt >= min(self.lease_ttl / 2, 1.0):
                     last_adopt = now
                     self._adopt()
-                if now - last_expire >= EXPIRE_EVERY:
+                if now - last_expire >= min(EXPIRE_EVERY, self.retention / 2):
                     last_expire = now
                     self.store.expire(self.retention)
             except StoreError as error:

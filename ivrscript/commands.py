@@ -247,7 +247,7 @@ class Effect:
         return f"{module}.{qualname}" if module and module != "__main__" else qualname
 
     def describe(self) -> str:
-        return getattr(self.fn, "__qualname__", None) or repr(self.fn)
+        return getattr(self.fn, "__name__", None) or repr(self.fn)
 
 
 def effect(fn: Any, *args: Any, timeout: float = 10.0, **kwargs: Any) -> Effect:

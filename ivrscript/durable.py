@@ -35,9 +35,10 @@ import importlib
 import inspect
 import json
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,12 +64,27 @@ from .errors import IvrError, PlatformError, RetryLater, ScriptChanged
 from .stores.base import CallStore, LogEntry, StoreError
 from .text import shown
 
-__all__ = ["Driver", "CallRunner", "script_identity", "callback_entry", "ENTRY_KINDS"]
+__all__ = ["Driver", "CallRunner", "script_identity", "callback_entry", "default_store_url",
+           "store_path", "ENTRY_KINDS"]
 
 log = logging.getLogger("ivrscript.durable")
 
+MAX_DIGITS = 128  # keys of one update kept in the log
 ENTRY_KINDS = ("enter", "callback", "request", "outcome", "timer", "effect", "abort", "end")
 _INPUTS = frozenset(("enter", "callback", "timer", "effect", "abort"))
+
+
+def store_path(environ: Mapping[str, str] | None = None) -> str:
+    """Where live mode keeps calls' logs by default: ``$XDG_STATE_HOME/ivrscript/calls.db``,
+    else ``~/.local/state/ivrscript/calls.db``."""
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "ivrscript", "calls.db")
+
+
+def default_store_url(environ: Mapping[str, str] | None = None) -> str:
+    """The store URL live mode uses without ``--store``."""
+    return "sqlite:///" + os.path.abspath(store_path(environ))
 
 
 def script_identity(script: Callable[..., Any]) -> dict[str, str]:
@@ -91,8 +107,11 @@ def callback_entry(kind: str, body: dict[str, Any]) -> tuple[dict[str, Any], str
     consumes) and its dedupe key (None: not deduped here)."""
     if kind == "on-command-update":
         params = body.get("parameters") or {}
+        digits = params.get("digits")
+        if isinstance(digits, str) and len(digits) > MAX_DIGITS:
+            digits = digits[:MAX_DIGITS]  # no keypad sends more; a forged flood stays small
         data = {"kind": kind, "command": body["command"], "status": body["status"],
-                "commandId": body.get("commandId"), "digits": params.get("digits")}
+                "commandId": body.get("commandId"), "digits": digits}
         if data["commandId"] is None:
             return data, None  # no id: the engine tells stale collect updates apart by time
         return data, "u:" + update_key(data["command"], data["commandId"], data["status"],
@@ -514,9 +533,15 @@ class Driver:
         """The script issued something else than the log has here: ScriptChanged."""
         logged = runner.requests[0]
         step = len(runner.tokens) + 1
+        old, new = logged.data.get("args") or {}, json.loads(json.dumps(request.args))
+        if logged.data.get("op") == request.op and isinstance(old, dict):
+            keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+            was = ", ".join(f"{k}: {_short(old.get(k))}" for k in keys)
+            now = ", ".join(f"{k}: {_short(new.get(k))}" for k in keys)
+        else:
+            was, now = str(logged.data.get("op")), request.op
         message = (f"step {step}: the call's log has {logged.data.get('command') or '?'} "
-                   f"({logged.data.get('op')} {_short(logged.data.get('args'))}) but the script "
-                   f"now issues {request.command} ({request.op} {_short(request.args)}) at "
+                   f"({was}) but the script now issues {request.command} ({now}) at "
                    f"{request.where}: the script changed since the call began")
         error = ScriptChanged(message)
         existing = next((a for a in runner.aborts if a.data.get("type") == "ScriptChanged"), None)

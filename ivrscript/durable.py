@@ -496,7 +496,7 @@ class Driver:
                     return None
                 log.warning("call %s: %s was in flight at a restart: sending it again",
                             shown(runner.session_id), request.command)
-                return self._send(runner, request, seq)
+                return self._send(runner, request, seq, again=True)
             if request.op == "cancel":
                 return None
             runner.now = outcome.at
@@ -514,8 +514,16 @@ class Driver:
             return None
         return self._send(runner, request, seq)
 
-    def _send(self, runner: CallRunner, request: Request, seq: int) -> Any:
+    def _send(self, runner: CallRunner, request: Request, seq: int, *,
+              again: bool = False) -> Any:
         outcome = self.host.send(request)
+        if again and isinstance(outcome, SendFailed) and \
+                isinstance(outcome.error, PlatformError) and outcome.error.status == 409:
+            # The platform has the command active already: the first send, the one in
+            # flight at the crash, did reach it.
+            log.info("call %s: the platform already had %s (409): it is the one in flight",
+                     shown(runner.session_id), request.command)
+            outcome = Sent(request.token, None)
         data: dict[str, Any] = {"req": seq}
         if isinstance(outcome, Sent):
             data.update(ok=True, command_id=outcome.command_id)

@@ -207,6 +207,32 @@ def test_only_the_request_in_flight_is_sent_again() -> None:
         ("play", ["https://example.com/ok.wav"])]
 
 
+def test_a_resent_collect_the_platform_already_has_counts_as_sent() -> None:
+    """The collect in flight at the crash did reach the platform: sent again, it is answered
+    409 (a Collect is already active); that is the first one, and the call goes on."""
+    from ivrscript.engine import SendFailed
+    from ivrscript.errors import PlatformError
+
+    store = MemoryStore()
+    host = Host(store, pin_script, crash_on="collect")
+    host.enter(1_000_000.0)
+    with pytest.raises(Crash):
+        host.complete_effects(1_000_000.0)
+
+    class Busy(Host):
+        def send(self, request: Request) -> Any:
+            if self.sent:
+                return super().send(request)
+            self.sent.append(request)
+            return SendFailed(request.token, PlatformError(409, "TAS-409", "already active"))
+
+    again = Busy(store, pin_script)
+    again.drain()
+    assert [r.op for r in again.sent] == ["collect"] and again.call.error is None
+    again.update("Collect", "Completed", time.time() + 60, digits="1234")
+    assert [r.op for r in again.sent] == ["collect", "play"]
+
+
 def test_a_changed_script_raises_script_changed_at_the_step() -> None:
     """Replayed with a script that now issues another command: ScriptChanged names the step,
     the logged command and the new one with the script's file:line; on_error hangs up."""

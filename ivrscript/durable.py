@@ -127,7 +127,7 @@ class _Corrupt(Exception):
     """A log entry that cannot be read back."""
 
 
-@dataclass
+@dataclass(slots=True)
 class CallRunner:
     """One call this process drives: its engine (None until the enter is fed), where it is in
     the log, and what a replay still has to match."""
@@ -146,8 +146,8 @@ class CallRunner:
     effect_results: set[int] = field(default_factory=set)  # request seqs with a result
     fired: set[str] = field(default_factory=set)  # timer keys already fired
     aborts: list[LogEntry] = field(default_factory=list)
-    tokens: dict[int, int] = field(default_factory=dict)  # request seq -> engine token
-    request_seq: dict[int, int] = field(default_factory=dict)  # token -> latest request seq
+    tokens: dict[int, int] = field(default_factory=dict)  # effect request seq -> token
+    steps: int = 0  # requests matched or logged so far
     now: float = 0.0  # the logged time of the entry being fed (the engine's clock)
     replaying: bool = True
     observed: bool = False  # this process received the call's enter and announced the call
@@ -439,7 +439,7 @@ class Driver:
                 return Overdue(int(data["token"]), float(data["seconds"]))
             raise ValueError(f"unknown timer event {event!r}")
         if entry.kind == "effect":
-            token = runner.tokens.get(int(data["req"]))
+            token = runner.tokens.pop(int(data["req"]), None)
             if token is None:
                 return None  # the result of an effect a drifted script no longer waits for
             error = data.get("error")
@@ -481,16 +481,16 @@ class Driver:
             if logged.data.get("op") != request.op or logged.data.get("args") != args:
                 return "drift"
             runner.requests.popleft()
+            runner.steps += 1
             seq = logged.seq
-            runner.tokens[seq] = request.token
-            runner.request_seq[request.token] = seq
             if request.op == "effect":
+                runner.tokens[seq] = request.token
                 if seq not in runner.effect_results:
                     log.warning("call %s: the effect %s was running at a restart: running it "
                                 "again", shown(runner.session_id), request.command)
                     self.host.run_effect(runner, request, seq)
                 return None
-            outcome = runner.outcomes.get(seq)
+            outcome = runner.outcomes.pop(seq, None)
             if outcome is None:
                 if request.op == "cancel":
                     return None
@@ -507,9 +507,9 @@ class Driver:
             "command": request.command, "where": request.where})
         assert seq is not None
         self._own(runner, seq)
-        runner.tokens[seq] = request.token
-        runner.request_seq[request.token] = seq
+        runner.steps += 1
         if request.op == "effect":
+            runner.tokens[seq] = request.token
             self.host.run_effect(runner, request, seq)
             return None
         return self._send(runner, request, seq)
@@ -540,7 +540,7 @@ class Driver:
     def _drifted(self, runner: CallRunner, request: Request) -> list[Any]:
         """The script issued something else than the log has here: ScriptChanged."""
         logged = runner.requests[0]
-        step = len(runner.tokens) + 1
+        step = runner.steps + 1
         old, new = logged.data.get("args") or {}, json.loads(json.dumps(request.args))
         if logged.data.get("op") == request.op and isinstance(old, dict):
             keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]

@@ -148,6 +148,7 @@ class CallRunner:
     aborts: list[LogEntry] = field(default_factory=list)
     tokens: dict[int, int] = field(default_factory=dict)  # effect request seq -> token
     steps: int = 0  # requests matched or logged so far
+    deferred: list[tuple[int, Wait, float]] = field(default_factory=list)  # replay's timers
     now: float = 0.0  # the logged time of the entry being fed (the engine's clock)
     replaying: bool = True
     observed: bool = False  # this process received the call's enter and announced the call
@@ -322,6 +323,8 @@ class Driver:
             return
         if runner.replaying and not runner.requests:
             runner.replaying = False
+        if not runner.replaying and runner.deferred:
+            self._flush_timers(runner)
         self._watch_overdue(runner)
 
     def _index(self, runner: CallRunner, entry: LogEntry) -> None:
@@ -475,10 +478,10 @@ class Driver:
     def _request(self, runner: CallRunner, request: Request) -> Any:
         """Match the request with the log (replay) or log and send it (live); the engine
         event to feed back (None for a cancel and for an effect: its result comes later)."""
-        args = json.loads(json.dumps(request.args))
         if runner.requests:
             logged = runner.requests[0]
-            if logged.data.get("op") != request.op or logged.data.get("args") != args:
+            # Request args are JSON-shaped already (str, numbers, bool, None, lists).
+            if logged.data.get("op") != request.op or logged.data.get("args") != request.args:
                 return "drift"
             runner.requests.popleft()
             runner.steps += 1
@@ -503,7 +506,7 @@ class Driver:
             return _outcome_event(request.token, outcome.data)
         runner.replaying = False
         seq = self.append(runner.session_id, "request", {
-            "token": request.token, "op": request.op, "args": args,
+            "token": request.token, "op": request.op, "args": request.args,
             "command": request.command, "where": request.where})
         assert seq is not None
         self._own(runner, seq)
@@ -566,6 +569,22 @@ class Driver:
         return self._handle(runner, Abort(error))
 
     def _schedule(self, runner: CallRunner, cause: LogEntry, wait: Wait) -> None:
+        if runner.replaying:
+            # Most timers a replay meets are long over (a collect's overdue timer, a wait
+            # whose resend is logged): set only the ones still pending once it is done.
+            runner.deferred.append((cause.seq, wait, runner.now + wait.seconds))
+            return
+        self._set_timer(runner, cause.seq, wait, runner.now + wait.seconds)
+
+    def _flush_timers(self, runner: CallRunner) -> None:
+        deferred, runner.deferred = runner.deferred, []
+        awaited = runner.engine.awaited if runner.engine is not None else None
+        for cause_seq, wait, due in deferred:
+            if isinstance(wait.event, Overdue) and wait.event.token != awaited:
+                continue
+            self._set_timer(runner, cause_seq, wait, due)
+
+    def _set_timer(self, runner: CallRunner, cause_seq: int, wait: Wait, due: float) -> None:
         event = wait.event
         if isinstance(event, Resend):
             data = {"event": "resend", "token": event.token}
@@ -575,11 +594,10 @@ class Driver:
             data = {"event": "overdue", "token": event.token, "seconds": event.seconds}
         else:
             raise TypeError(f"cannot store a timer for {event!r}")
-        key = f"{data['event']}:{data.get('token', '')}:{cause.seq}"
+        key = f"{data['event']}:{data.get('token', '')}:{cause_seq}"
         if key in runner.fired:
             return
         data["key"] = key
-        due = runner.now + wait.seconds
         self.store.schedule(runner.session_id, key, due, data)
         if isinstance(event, Overdue):
             runner.overdue_key = key

@@ -50,6 +50,7 @@ log = logging.getLogger("ivrscript.app")
 _running: dict[tuple[str, int], App] = {}  # apps of this process by (host, port)
 _running_lock = threading.Lock()
 EXPIRE_EVERY = 60.0  # seconds between sweeps of calls past their retention
+STORE_RETRY = 1.0  # seconds before a call whose store failed is driven again
 
 
 class App:
@@ -114,6 +115,7 @@ class App:
         self._driver = Driver(self.store, self, owner=self.owner, cache_size=cache_size,
                               lease_ttl=self.lease_ttl)
         self._ended: collections.OrderedDict[str, float] = collections.OrderedDict()
+        self._superseded: dict[str, Call] = {}  # session -> its Call before a rebuild
         self._unsubscribe: Callable[[], None] | None = None
         self._housekeeper: threading.Thread | None = None
         self._effects: ThreadPoolExecutor | None = None
@@ -478,7 +480,17 @@ class App:
         while True:
             try:
                 self._driver.drain(runner)
-            except Exception:  # a driver bug or a failing store must not lose the worker
+            except StoreError as error:
+                # The log and this engine may now disagree (an entry not written): drop the
+                # engine and rebuild the call from the log once the store answers again.
+                log.warning("call %s: the call store failed (%s); retrying in %.0f s",
+                            shown(runner.session_id), error, STORE_RETRY)
+                self._driver.evict(runner)
+                timers = self._timers
+                if timers is not None:
+                    timers.call_later(STORE_RETRY,
+                                      lambda sid=runner.session_id: self._wake(sid))
+            except Exception:  # a driver bug must not lose the worker
                 log.exception("call %s: internal error driving the call",
                               shown(runner.session_id))
             with runner.lock:
@@ -501,7 +513,15 @@ class App:
 
     def call_entered(self, call: Call, *, observed: bool) -> None:
         with self._lock:
-            self.calls.append(call)
+            for index, earlier in enumerate(self.calls):
+                if earlier.session_id == call.session_id and not earlier.ended:
+                    # Rebuilt here (evicted, or its store failed): the new Call stands for
+                    # it, and the old one ends with it (its waiters are not left waiting).
+                    self.calls[index] = call
+                    self._superseded[call.session_id] = earlier
+                    break
+            else:
+                self.calls.append(call)
             self._entered.notify_all()
         if observed:
             log.info("call %s entered from %s", shown(call.session_id), mask_number(call.caller))
@@ -518,6 +538,11 @@ class App:
 
     def call_finished(self, runner: CallRunner, call: Call) -> None:
         self._forget_session(call.session_id)
+        with self._lock:
+            earlier = self._superseded.pop(call.session_id, None)
+        if earlier is not None:
+            earlier.error = earlier.error or call.error
+            earlier._finish(call.end_reason or "hangup")
         log.info("call %s ended: %s", shown(call.session_id), call.end_reason)
         for observer in self._observers:
             try:

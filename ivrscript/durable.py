@@ -263,6 +263,13 @@ class Driver:
             evicted.append(candidate)
         return evicted
 
+    def evict(self, runner: CallRunner) -> None:
+        """Drop the call's engine (the lease stays): its next wake-up rebuilds it by replay."""
+        runner.done = True
+        with self.lock:
+            if self.cache.get(runner.session_id) is runner:
+                del self.cache[runner.session_id]
+
     def forget(self, runner: CallRunner) -> None:
         with self.lock:
             if self.cache.get(runner.session_id) is runner:

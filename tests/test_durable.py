@@ -542,3 +542,70 @@ def test_ended_sessions_are_known_for_the_retention_time(sim: Any, make_app: Any
         == 204
     assert runs == [phone.session_id]
     wait_for(lambda: not app.store.load(phone.session_id), "the store to expire the call", 5)
+
+
+def test_callbacks_to_another_process_reach_the_holder(sim: Any, apps: list[Any]) -> None:
+    """Two apps on one store (scale-out): the call's updates go to the app that does not hold
+    it; that one appends and answers, and the holder, woken by the store, drives the call."""
+    store = MemoryStore()
+    holder = ivr.App(pin_flow, platform=sim, store=store).start()
+    other = ivr.App(pin_flow, platform=sim, store=store).start()
+    apps.extend([holder, other])
+    urls = dict(holder.callback_urls)
+    urls["on-command-update"] = other.callback_urls["on-command-update"]
+    phone = sim.call(urls)
+    phone.wait_until_listening(WAIT)
+    phone.press("1234")
+    assert phone.wait_until_ended(WAIT) == "hangup"
+    assert phone.heard == ["https://example.com/welcome.wav", "https://example.com/ok.wav"]
+    assert holder.calls and holder.calls[0].wait_until_ended(WAIT) == "hangup"
+    assert other.calls == []
+    assert len(sent(sim)) == 4
+
+
+class _FlakyStore(MemoryStore):
+    """A memory store that can be made unreachable (a Redis down, a SQLite file locked)."""
+
+    down = False
+
+    def append(self, *args: Any, **kwargs: Any) -> int | None:
+        if self.down:
+            from ivrscript.stores import StoreUnavailable
+
+            raise StoreUnavailable("the store is down (test)")
+        return super().append(*args, **kwargs)
+
+
+def test_an_unreachable_store_answers_503_so_the_platform_retries(sim: Any, make_app: Any
+                                                                  ) -> None:
+    import requests
+
+    store = _FlakyStore()
+    app = make_app(pin_flow, store=store)
+    phone = sim.call(app)
+    phone.wait_until_listening(WAIT)
+    store.down = True
+    body = {"sessionId": phone.session_id, "command": "Collect", "status": "Completed",
+            "parameters": {"digits": "1234"}}
+    answer = requests.post(app.callback_urls["on-command-update"], json=body, timeout=5)
+    assert answer.status_code == 503
+    store.down = False
+    assert requests.post(app.callback_urls["on-command-update"], json=body,
+                         timeout=5).status_code == 200
+    assert app.calls[0].wait_until_ended(WAIT) == "hangup"
+    assert "'1234' Completed" in str(app.calls[0].transcript)
+
+
+def test_on_unknown_tries_its_command_then_hangs_up(sim: Any, make_app: Any) -> None:
+    """on_unknown=forward(...): the app forwards the unknown session (here the platform refuses:
+    the callback named the caller's party, not the app's), then hangs it up."""
+    import requests
+
+    app = make_app(pin_flow, on_unknown=ivr.forward(extension="0"))
+    body = {"sessionId": "s-gone", "partyId": "p-caller", "command": "Play",
+            "commandId": "7", "status": "Completed"}
+    assert requests.post(app.callback_urls["on-command-update"], json=body,
+                         timeout=5).status_code == 200
+    wait_for(lambda: any(r.method == "DELETE" for r in sim.requests_log), "the hang-up")
+    assert [(r.method, r.path.rsplit("/", 1)[-1]) for r in sim.requests_log] == [
+        ("POST", "forward"), ("DELETE", "s-gone")]

@@ -629,12 +629,15 @@ class App:
     def _housekeep(self) -> None:
         tick = min(self.lease_ttl / 3, 0.5)
         last_adopt = last_expire = 0.0
+        # A memory store this App made itself: no other process or App can hold its calls,
+        # so there is nobody's call to take up.
+        private = self._owns_store and self.store.url == "memory:"
         while not self._stopped.wait(tick):
             now = time.monotonic()
             try:
                 self._driver.renew()
                 self._claim_due()
-                if now - last_adopt >= min(self.lease_ttl / 2, 1.0):
+                if not private and now - last_adopt >= min(self.lease_ttl / 2, 1.0):
                     last_adopt = now
                     self._adopt()
                 if now - last_expire >= min(EXPIRE_EVERY, self.retention / 2):

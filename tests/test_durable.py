@@ -609,3 +609,29 @@ def test_on_unknown_tries_its_command_then_hangs_up(sim: Any, make_app: Any) -> 
     wait_for(lambda: any(r.method == "DELETE" for r in sim.requests_log), "the hang-up")
     assert [(r.method, r.path.rsplit("/", 1)[-1]) for r in sim.requests_log] == [
         ("POST", "forward"), ("DELETE", "s-gone")]
+
+
+def test_a_lost_update_ends_the_call_once_overdue(sim: Any, make_app: Any, caplog: Any
+                                                  ) -> None:
+    """The platform's updates go nowhere (a port nobody listens on): the collect's update
+    never comes, and once it is overdue past the collect's natural end the call ends through
+    on_error, logged with the reason; the caller is not left in silence."""
+    import socket
+
+    with socket.socket() as probe:  # a port that was free: nobody listens there
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+
+    def short(call: Call) -> Any:
+        yield ivr.collect("x", timeout=1)
+
+    app = make_app(short, overdue_margin=0.5)
+    urls = dict(app.callback_urls)
+    urls["on-command-update"] = f"http://127.0.0.1:{dead}/lost/on-command-update"
+    caplog.set_level(logging.ERROR, logger="ivrscript")
+    phone = sim.call(urls)
+    assert phone.wait_until_ended(WAIT) == "hangup"
+    call = app.calls[0]
+    call.wait_until_ended(WAIT)
+    assert "no update came for the collect" in str(call.error)
+    assert any("no update came for the collect" in r.getMessage() for r in caplog.records)

@@ -213,3 +213,30 @@ def deadline_wait(condition: Any, what: str, timeout: float = WAIT) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)
+
+
+def run_cli(tmp_path: Any, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ivrscript", *args], cwd=ROOT,
+                          env=clean_env(tmp_path), input=stdin, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_a_store_in_an_unwritable_place_is_one_sentence(tmp_path: Any) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    done = run_cli(tmp_path, "examples/pin.py", "--store", f"sqlite:///{blocker}/calls.db")
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.startswith("ivrscript: cannot use ") and "as the call store" in \
+        done.stderr and done.stderr.count("\n") == 1, done.stderr
+
+
+def test_a_second_script_on_one_store_file_is_refused(tmp_path: Any) -> None:
+    store = f"sqlite:///{tmp_path}/calls.db"
+    first = run_cli(tmp_path, "examples/pin.py", "--speed", "20", "--store", store,
+                    stdin="1234\n")
+    assert first.returncode == 0, first.stdout + first.stderr
+    second = run_cli(tmp_path, "examples/support_menu.py", "--store", store, stdin="1\n")
+    assert second.returncode == 2 and "Traceback" not in second.stderr
+    assert "belongs to main in " in second.stderr and "pin.py" in second.stderr
+    assert "give this script its own store" in second.stderr

@@ -631,7 +631,7 @@ class App:
         last_adopt = last_expire = 0.0
         # A memory store this App made itself: no other process or App can hold its calls,
         # so there is nobody's call to take up.
-        private = self._owns_store and self.store.url == "memory:"
+        private = self._owns_store and getattr(self.store, "url", "") == "memory:"
         while not self._stopped.wait(tick):
             now = time.monotonic()
             try:

@@ -148,6 +148,11 @@ class App:
         if folder and folder not in self._media.search_dirs:
             self._media.search_dirs.insert(0, folder)
 
+    @property
+    def _private_store(self) -> bool:
+        """A memory store this App made itself: no other process or App can see its calls."""
+        return self._owns_store and getattr(self.store, "url", "") == "memory:"
+
     def _claim_script(self, identity: dict[str, str]) -> None:
         """One store serves one script: a second App with another script is refused."""
         mine = json.dumps({"file": identity["file"], "function": identity["function"]},
@@ -230,7 +235,10 @@ class App:
         """End the calls in progress through ``on_error`` (the caller is not left in silence),
         then stop listening and tell the observers (widgets show "stopped"). Idempotent."""
         was_running = self._listener is not None
-        if was_running and self._pool is not None:  # phone: stopping must not strand callers
+        # Stopping must not strand callers: with the App's own memory store nobody can take
+        # its calls up, so they end here; a durable or shared store keeps them for the next
+        # process (or App) on it, which resumes them (their leases are released below).
+        if was_running and self._pool is not None and self._private_store:
             self.end_calls("the app was stopped")
         self._stopped.set()
         listener, self._listener = self._listener, None
@@ -631,7 +639,7 @@ class App:
         last_adopt = last_expire = 0.0
         # A memory store this App made itself: no other process or App can hold its calls,
         # so there is nobody's call to take up.
-        private = self._owns_store and getattr(self.store, "url", "") == "memory:"
+        private = self._private_store
         while not self._stopped.wait(tick):
             now = time.monotonic()
             try:

@@ -110,7 +110,7 @@ class Side:
     def active(self) -> int:
         """Calls the app still has in progress."""
         if self.name == "ivrscript":
-            return len(self.app._runners)
+            return sum(not call.ended for call in self.app.calls)
         return len(self.app.calls)
 
     def stop(self) -> None:

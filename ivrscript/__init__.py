@@ -20,12 +20,14 @@ from .call import Call, Transcript, TranscriptEvent
 from .commands import (
     Collect,
     Digits,
+    Effect,
     Forward,
     Hangup,
     Menu,
     Play,
     PlayResult,
     collect,
+    effect,
     forward,
     hangup,
     menu,
@@ -38,6 +40,7 @@ from .errors import (
     IvrError,
     PlatformError,
     ReplayMismatch,
+    ScriptChanged,
 )
 from .loader import NotYieldedWarning, check_script
 from .tts import Speech, Synthesizer, say, speech
@@ -72,6 +75,8 @@ __all__ = [
     "speech",
     "Speech",
     "Synthesizer",
+    "effect",
+    "Effect",
     "Play",
     "Collect",
     "Forward",
@@ -97,6 +102,7 @@ __all__ = [
     "CommandFailed",
     "PlatformError",
     "ReplayMismatch",
+    "ScriptChanged",
     "ConfigError",
 ]
 

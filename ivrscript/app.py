@@ -1,15 +1,19 @@
 """The app: listener + dispatcher + media + (optionally) tunnel and recorder, around the engine.
 
-Callbacks are answered at once and queued per call; a bounded worker pool drains each call's
-queue one event at a time (so one call's events are handled in order, calls in parallel) and
-sends the requests the engine asks for. Nothing here costs a thread per call.
+Every call is durable, whatever the store (:mod:`ivrscript.durable`): a callback is appended to
+the call's log in the store and answered at once; a bounded worker pool drains each call's log
+one entry at a time (so one call's events are handled in order, calls in parallel) through the
+driver, which sends the requests the engine asks for. Nothing here costs a thread per call.
 """
 
 from __future__ import annotations
 
 import collections
+import json
 import logging
+import os
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -18,17 +22,16 @@ from typing import Any
 
 from .call import Call, mask_number
 from .commands import Forward, Hangup, Play
+from .durable import CallRunner, Driver, callback_entry, script_identity
 from .engine import (
-    Abort,
+    OVERDUE_MARGIN,
     CallEngine,
     CommandError,
     Exited,
-    Finished,
     Request,
     SendFailed,
     Sent,
     Update,
-    Wait,
 )
 from .errors import ConfigError, IvrError, PlatformError, RetryLater
 from .listener import CALLBACKS, CallbackListener
@@ -36,28 +39,18 @@ from .loader import check_script, script_dir
 from .media import MediaLibrary
 from .ringcentral import RingCentral
 from .scheduler import Scheduler
+from .stores import CallStore, StoreError, open_store
+from .text import shown
 from .tts import speech_for_app
 
 __all__ = ["App"]
 
 log = logging.getLogger("ivrscript.app")
 
-_START = object()  # the first event of every call
 _running: dict[tuple[str, int], App] = {}  # apps of this process by (host, port)
 _running_lock = threading.Lock()
-
-
-class _Runner:
-    """One call: its engine and its queue of events."""
-
-    __slots__ = ("engine", "call", "mailbox", "scheduled", "lock")
-
-    def __init__(self, engine: CallEngine, call: Call) -> None:
-        self.engine = engine
-        self.call = call
-        self.mailbox: collections.deque[Any] = collections.deque()
-        self.scheduled = False
-        self.lock = threading.Lock()
+EXPIRE_EVERY = 60.0  # seconds between sweeps of calls past their retention
+STORE_RETRY = 1.0  # seconds before a call whose store failed is driven again
 
 
 class App:
@@ -71,11 +64,23 @@ class App:
                  port: int = 0, public_url: str | None = None, tunnel: Any = None,
                  record: Any = None, on_error: Play | Forward | Hangup | None = None,
                  secret: str | None = None, workers: int = 16,
-                 record_numbers: bool = True, speech: Any = None) -> None:
+                 record_numbers: bool = True, speech: Any = None,
+                 store: CallStore | str | None = None,
+                 on_unknown: Forward | Hangup | None = None, cache_size: int = 1000,
+                 lease_ttl: float = 5.0, retention: float = 3600.0,
+                 overdue_margin: float | None = OVERDUE_MARGIN) -> None:
         check_script(script)
         if on_error is not None and not isinstance(on_error, Play | Forward | Hangup):
             raise ValueError("on_error must be a command: ivr.hangup(), ivr.forward(...) or "
                              f"ivr.play(...), got {on_error!r}")
+        if on_unknown is not None and not isinstance(on_unknown, Forward | Hangup):
+            raise ValueError("on_unknown must be ivr.hangup() or ivr.forward(...), got "
+                             f"{on_unknown!r}")
+        for name, value in (("lease_ttl", lease_ttl), ("retention", retention)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 1:
+            raise ValueError(f"cache_size must be a whole number >= 1, got {cache_size!r}")
         self._script = script
         self.platform = platform
         self.client, self.time_scale = _client_for(platform)
@@ -91,9 +96,29 @@ class App:
             raise ValueError("the secret path segment needs at least 22 URL-safe characters "
                              "(128 bits)")
         self.workers = workers
+        self.on_unknown = on_unknown
+        self.cache_size = cache_size
+        self.lease_ttl = float(lease_ttl)
+        self.retention = float(retention)
+        self.overdue_margin = overdue_margin
         self.calls: list[Call] = []
-        self._runners: dict[str, _Runner] = {}
-        self._ended_sessions: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._owns_store = store is None or isinstance(store, str)
+        self._store_spec = store
+        self._store_closed = False
+        try:
+            self.store = open_store(store)
+        except StoreError as error:
+            raise ConfigError(f"cannot open the call store {store!r}: {error}") from None
+        self._identity = script_identity(script)
+        self._claim_script(self._identity)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._driver = Driver(self.store, self, owner=self.owner, cache_size=cache_size,
+                              lease_ttl=self.lease_ttl)
+        self._ended: collections.OrderedDict[str, float] = collections.OrderedDict()
+        self._superseded: dict[str, Call] = {}  # session -> its Call before a rebuild
+        self._unsubscribe: Callable[[], None] | None = None
+        self._housekeeper: threading.Thread | None = None
+        self._effects: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._entered = threading.Condition(self._lock)
         self._media = MediaLibrary([script_dir(script)])
@@ -118,9 +143,34 @@ class App:
     def script(self, script: Callable[[Call], Any]) -> None:
         check_script(script)
         self._script = script
+        self._identity = script_identity(script)
         folder = script_dir(script)
         if folder and folder not in self._media.search_dirs:
             self._media.search_dirs.insert(0, folder)
+
+    @property
+    def _private_store(self) -> bool:
+        """A memory store this App made itself: no other process or App can see its calls."""
+        return self._owns_store and getattr(self.store, "url", "") == "memory:"
+
+    def _claim_script(self, identity: dict[str, str]) -> None:
+        """One store serves one script: a second App with another script is refused."""
+        mine = json.dumps({"file": identity["file"], "function": identity["function"]},
+                          sort_keys=True)
+        try:
+            stored = self.store.setdefault_meta("script", mine)
+        except StoreError as error:
+            raise ConfigError(f"cannot use the call store {_store_name(self.store)}: "
+                              f"{error}") from None
+        if stored != mine:
+            try:
+                other = json.loads(stored)
+                what = f"{other.get('function')} in {other.get('file')}"
+            except (ValueError, AttributeError):
+                what = "another script"
+            raise ConfigError(f"the call store {_store_name(self.store)} belongs to {what}, "
+                              f"not {identity['function']} in {identity['file']}: give this "
+                              "script its own store (--store URL)")
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -138,8 +188,16 @@ class App:
         self._listener = listener
         self.port = listener.port
         self._stopped.clear()
+        if self._store_closed:  # started again after stop(): reopen the store it closed
+            self.store = self._driver.store = open_store(self._store_spec)
+            self._store_closed = False
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="ivrscript-worker")
+        self._effects = ThreadPoolExecutor(self.workers, thread_name_prefix="ivrscript-effect")
         self._timers = Scheduler().start()
+        self._unsubscribe = self.store.subscribe(self._on_store_news)
+        self._housekeeper = threading.Thread(target=self._housekeep, daemon=True,
+                                             name="ivrscript-durable")
+        self._housekeeper.start()
         try:
             if self.tunnel:
                 from .tunnel import open_tunnel
@@ -180,7 +238,10 @@ class App:
         """End the calls in progress through ``on_error`` (the caller is not left in silence),
         then stop listening and tell the observers (widgets show "stopped"). Idempotent."""
         was_running = self._listener is not None
-        if was_running and self._pool is not None:  # phone: stopping must not strand callers
+        # Stopping must not strand callers: with the App's own memory store nobody can take
+        # its calls up, so they end here; a durable or shared store keeps them for the next
+        # process (or App) on it, which resumes them (their leases are released below).
+        if was_running and self._pool is not None and self._private_store:
             self.end_calls("the app was stopped")
         self._stopped.set()
         listener, self._listener = self._listener, None
@@ -194,12 +255,25 @@ class App:
                 self._tunnel_handle.close()
             finally:
                 self._tunnel_handle = None
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        if self._housekeeper is not None:
+            self._housekeeper.join(5.0)
+            self._housekeeper = None
         if self._timers is not None:
             self._timers.stop()
             self._timers = None
+        if self._effects is not None:
+            self._effects.shutdown(wait=False, cancel_futures=True)
+            self._effects = None
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        self._driver.release_all()  # another process (or App) may take the calls at once
+        if self._owns_store and not self._store_closed:
+            self.store.close()
+            self._store_closed = True
         if self._recorder is not None:
             self._recorder.close()
             self._observers.remove(self._recorder)
@@ -242,10 +316,9 @@ class App:
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """For ``GET /{secret}/health``: healthy unless the store is unreachable, and counts."""
-        with self._lock:
-            held = len(self._runners)
-        store = getattr(self, "store", None)
-        reachable = True if store is None else bool(store.ping())
+        with self._driver.lock:
+            held = len(self._driver.leases)
+        reachable = bool(self.store.ping())
         return reachable, {"calls": held, "store_reachable": reachable}
 
     # -- addresses ---------------------------------------------------------------------------
@@ -302,120 +375,334 @@ class App:
         script had raised ``IvrError(reason)``: its ``finally`` runs and the caller is not left
         in silence. Waits up to ``timeout`` seconds in all; returns the calls it ended."""
         with self._lock:
-            runners = list(self._runners.values())
-        for runner in runners:
-            self._deliver(runner.call.session_id, Abort(IvrError(reason)))
-        deadline = time.monotonic() + timeout
-        for runner in runners:
+            calls = [call for call in self.calls if not call.ended]
+        for call in calls:
             try:
-                runner.call.wait_until_ended(max(0.0, deadline - time.monotonic()))
+                self.store.append(call.session_id, "abort",
+                                  {"type": "IvrError", "message": reason},
+                                  key=f"abort:{reason}")
+            except StoreError as error:
+                log.error("call %s: could not log its end (%s)", shown(call.session_id), error)
+                continue
+            self._wake(call.session_id)
+        deadline = time.monotonic() + timeout
+        for call in calls:
+            try:
+                call.wait_until_ended(max(0.0, deadline - time.monotonic()))
             except IvrError:
-                log.warning("call %s did not end within %s s", runner.call.session_id, timeout)
-        return [runner.call for runner in runners]
+                log.warning("call %s did not end within %s s", shown(call.session_id), timeout)
+        return calls
 
     # -- callbacks (listener threads: be quick) ----------------------------------------------
 
     def _on_callback(self, kind: str, body: dict[str, Any], received: float) -> None:
+        """Append the callback to its call's log (StoreUnavailable: the listener answers
+        503 so the platform delivers it again), then wake whoever drives the call."""
         session_id = body["sessionId"]
         for observer in self._observers:
             try:
                 observer.callback(kind, body)
             except Exception:  # a broken recorder or viewer must not lose the call's event
-                log.exception("observer %r failed on %s for call %s", observer, kind, session_id)
+                log.exception("observer %r failed on %s for call %s", observer, kind,
+                              shown(session_id))
+        at = time.time() - max(time.monotonic() - received, 0.0)  # wall clock: logs outlive us
         if kind == "on-call-enter":
-            self._on_enter(body)
+            seq = self.store.append(session_id, "enter",
+                                    {"body": body, "script": dict(self._identity)},
+                                    key="enter", at=at)
+            if seq is None:
+                log.info("duplicate on-call-enter for %s ignored", shown(session_id))
+                return
+            runner = self._driver.runner(session_id)
+            if runner is not None and runner.engine is None:
+                # The Call is known at once (app.calls, dial(), dashboards), as before.
+                runner.engine, runner.call = self.new_engine(body)
+                runner.observed = True
+                self.call_entered(runner.call, observed=True)
+            self._wake(session_id)
             return
-        event = callback_event(kind, body, received)
-        if not self._deliver(session_id, event):
-            if session_id in self._ended_sessions:
-                log.debug("%s for ended session %s ignored", kind, _shown(session_id))
-            else:
-                log.info("%s for unknown session %s ignored", kind, _shown(session_id))
+        if session_id in self._ended:
+            log.debug("%s for ended session %s ignored", kind, shown(session_id))
+            return
+        data, key = callback_entry(kind, body)
+        seq = self.store.append(session_id, "callback", data, key=key, at=at)
+        if seq is None:
+            log.debug("duplicate %s for %s ignored", kind, shown(session_id))
+            return
+        if seq == 1:  # the store never heard of this call (a restart, an expired call)
+            self._unknown(session_id, kind, body)
+            return
+        self._wake(session_id)
 
-    def _on_enter(self, body: dict[str, Any]) -> None:
-        session_id = body["sessionId"]
+    def _unknown(self, session_id: str, kind: str, body: dict[str, Any]) -> None:
+        """A callback for a session no store knows: never left in silence (logged once: the
+        call is marked ended, so its later callbacks are deduped as after-exit ones)."""
+        self._forget_session(session_id)
+        try:
+            self.store.append(session_id, "end", {"reason": "unknown"}, key="end")
+            self.store.finish(session_id, "unknown")
+        except StoreError as error:
+            log.warning("call %s: could not mark it unknown (%s)", shown(session_id), error)
+        if kind == "on-call-exit":
+            log.info("on-call-exit for unknown session %s ignored", shown(session_id))
+            return
+        what = "hanging it up" if self.on_unknown is None or isinstance(self.on_unknown, Hangup) \
+            else f"running on_unknown ({self.on_unknown.describe()})"
+        log.warning("%s for unknown session %s (no store knows it): %s", kind,
+                    shown(session_id), what)
+        party = body.get("partyId") if isinstance(body.get("partyId"), str) else None
+        pool = self._pool
+        if pool is not None:
+            try:
+                pool.submit(self.hang_up_unknown, session_id, party)
+            except RuntimeError:  # shutting down
+                pass
+
+    def hang_up_unknown(self, session_id: str, party_id: str | None) -> None:
+        """End a call the app cannot drive: ``on_unknown`` if it is a forward, else hang up."""
+        command = self.on_unknown
+        if isinstance(command, Forward) and party_id:
+            outcome = self._send(Request(0, "forward", dict(
+                session_id=session_id, app_party_id=party_id, extension=command.extension,
+                phone_number=command.phone_number)))
+            if isinstance(outcome, Sent):
+                return
+        self._send(Request(0, "drop", dict(session_id=session_id)))
+
+    def _on_store_news(self, session_id: str) -> None:
+        """A store subscriber: some process appended to the call's log (or a timer is due);
+        if this process drives the call, drain it."""
+        if self._driver.appending():
+            return  # this process's own entry: the worker appending it goes on by itself
+        if self._driver.runner(session_id, create=False) is not None \
+                or session_id in self._driver.leases:
+            self._wake(session_id)
+
+    def _wake(self, session_id: str) -> None:
+        """Have a worker drain the call's log (one worker per call at a time)."""
+        if session_id in self._ended:
+            return
+        runner = self._driver.runner(session_id)
+        if runner is None:
+            return
+        with runner.lock:
+            if runner.scheduled:
+                runner.wake_again = True
+                return
+            runner.scheduled = True
+        pool = self._pool
+        if pool is None:
+            runner.scheduled = False
+            return
+        try:
+            pool.submit(self._drain, runner)
+        except RuntimeError:  # shutting down
+            runner.scheduled = False
+
+    # -- workers -----------------------------------------------------------------------------
+
+    def _drain(self, runner: CallRunner) -> None:
+        while True:
+            try:
+                self._driver.drain(runner)
+            except StoreError as error:
+                # The log and this engine may now disagree (an entry not written): drop the
+                # engine and rebuild the call from the log once the store answers again.
+                log.warning("call %s: the call store failed (%s); retrying in %.0f s",
+                            shown(runner.session_id), error, STORE_RETRY)
+                self._driver.evict(runner)
+                timers = self._timers
+                if timers is not None:
+                    timers.call_later(STORE_RETRY,
+                                      lambda sid=runner.session_id: self._wake(sid))
+            except Exception:  # a driver bug must not lose the worker
+                log.exception("call %s: internal error driving the call",
+                              shown(runner.session_id))
+            with runner.lock:
+                if not runner.wake_again or runner.done:
+                    runner.scheduled = False
+                    return
+                runner.wake_again = False
+
+    # -- the driver's host interface ---------------------------------------------------------
+
+    def new_engine(self, body: dict[str, Any]) -> tuple[CallEngine, Call]:
+        """A fresh engine for the call an on-call-enter body describes (live or replay)."""
         call = call_from_enter(body)
         script = self._script
         call.script_name = getattr(script, "__qualname__", repr(script))
         engine = CallEngine(script, call, resolve_media=self._media.resolve,
-                            on_error=self.on_error, time_scale=self.time_scale)
+                            on_error=self.on_error, time_scale=self.time_scale,
+                            overdue_margin=self.overdue_margin)
+        return engine, call
+
+    def call_entered(self, call: Call, *, observed: bool) -> None:
         with self._lock:
-            if session_id in self._runners or session_id in self._ended_sessions:
-                log.info("duplicate on-call-enter for %s ignored", _shown(session_id))
-                return
-            self._runners[session_id] = _Runner(engine, call)
-            self.calls.append(call)
+            for index, earlier in enumerate(self.calls):
+                if earlier.session_id == call.session_id and not earlier.ended:
+                    # Rebuilt here (evicted, or its store failed): the new Call stands for
+                    # it, and the old one ends with it (its waiters are not left waiting).
+                    self.calls[index] = call
+                    self._superseded[call.session_id] = earlier
+                    break
+            else:
+                self.calls.append(call)
             self._entered.notify_all()
-        log.info("call %s entered from %s", _shown(session_id), mask_number(call.caller))
+        if observed:
+            log.info("call %s entered from %s", shown(call.session_id), mask_number(call.caller))
+        else:
+            log.info("call %s resumed from its log in the store", shown(call.session_id))
         for observer in list(self._observers):  # optional hook: e.g. a dashboard shows the call
             entered = getattr(observer, "entered", None)
             if entered is not None:
                 try:
                     entered(call)
                 except Exception:
-                    log.exception("observer %r failed for call %s", observer, session_id)
-        self._deliver(session_id, _START)
+                    log.exception("observer %r failed for call %s", observer,
+                                  shown(call.session_id))
 
-    def _deliver(self, session_id: str, event: Any) -> bool:
+    def call_finished(self, runner: CallRunner, call: Call) -> None:
+        self._forget_session(call.session_id)
         with self._lock:
-            runner = self._runners.get(session_id)
-        if runner is None:
-            return False
-        with runner.lock:
-            runner.mailbox.append(event)
-            if runner.scheduled:
-                return True
-            runner.scheduled = True
-        pool = self._pool
-        if pool is None:
-            return True
-        try:
-            pool.submit(self._drain, runner)
-        except RuntimeError:  # shutting down
-            pass
-        return True
-
-    # -- workers -----------------------------------------------------------------------------
-
-    def _drain(self, runner: _Runner) -> None:
-        while True:
-            with runner.lock:
-                if not runner.mailbox:
-                    runner.scheduled = False
-                    return
-                event = runner.mailbox.popleft()
+            earlier = self._superseded.pop(call.session_id, None)
+        if earlier is not None:
+            earlier.error = earlier.error or call.error
+            earlier._finish(call.end_reason or "hangup")
+        log.info("call %s ended: %s", shown(call.session_id), call.end_reason)
+        for observer in self._observers:
             try:
-                if event is _START:
-                    actions = runner.engine.start()
-                else:
-                    actions = runner.engine.handle(event)
-                self._run(runner, actions)
-            except KeyboardInterrupt:
-                # Only a script raising it by hand gets here (signals go to the main thread):
-                # it is that script's failure, and on_error must still end the call.
-                abort = Abort(IvrError("the script raised KeyboardInterrupt"))
-                self._run(runner, runner.engine.handle(abort))
-            except Exception:  # an engine bug must not lose the worker or the call
-                # the event's type only: its fields can hold digits (personal data)
-                log.exception("call %s: internal error handling %s", runner.call.session_id,
-                              type(event).__name__)
+                observer.finished(call)
+            except Exception:
+                log.exception("observer %r failed for call %s", observer,
+                              shown(call.session_id))
 
-    def _run(self, runner: _Runner, actions: list[Any]) -> None:
-        queue = collections.deque(actions)
-        while queue:
-            action = queue.popleft()
-            if isinstance(action, Request):
-                outcome = self._send(action)
-                if action.op != "cancel":
-                    queue.extend(runner.engine.handle(outcome))
-            elif isinstance(action, Wait):
-                timers = self._timers
-                if timers is not None:
-                    session_id, event = runner.call.session_id, action.event
-                    timers.call_later(action.seconds,
-                                      lambda s=session_id, e=event: self._deliver(s, e))
-            elif isinstance(action, Finished):
-                self._finished(runner)
+    def _forget_session(self, session_id: str) -> None:
+        now = time.time()
+        with self._lock:
+            self._ended[session_id] = now
+            self._ended.move_to_end(session_id)
+            while self._ended and next(iter(self._ended.values())) < now - self.retention:
+                self._ended.popitem(last=False)
+
+    def send(self, request: Request) -> Sent | SendFailed:
+        return self._send(request)
+
+    def run_effect(self, runner: CallRunner, request: Request, seq: int) -> None:
+        """Run an effect on the effect pool (never a call worker, never the listener); its
+        result, or its exception, is appended to the call's log (first of result and timeout
+        wins)."""
+        effect = request.effect
+        session_id = runner.session_id
+        name = request.command
+        pool, timers = self._effects, self._timers
+        if effect is None or pool is None or timers is None:
+            self._effect_result(session_id, seq, {"error": {
+                "type": "ivrscript.errors.IvrError",
+                "message": f"{name} cannot run: the app is stopping"}})
+            return
+
+        def job() -> None:
+            try:
+                value = effect.fn(*effect.args, **dict(effect.kwargs))
+            except Exception as error:  # the effect's failure is data: raised at the yield
+                runner.live_errors[request.token] = error
+                kind = type(error)
+                self._effect_result(session_id, seq, {"error": {
+                    "type": f"{kind.__module__}.{kind.__qualname__}", "message": str(error)}})
+                return
+            try:
+                data = {"value": json.loads(json.dumps(value))}
+            except (TypeError, ValueError) as error:
+                data = {"error": {"type": "builtins.TypeError", "message": (
+                    f"the effect {effect.describe()} returned a {type(value).__name__}, which "
+                    f"is not JSON-serialisable ({error}): return dicts, lists, str, int, "
+                    "float, bool or None")}}
+            self._effect_result(session_id, seq, data)
+
+        def too_slow() -> None:
+            self._effect_result(session_id, seq, {"error": {
+                "type": "builtins.TimeoutError",
+                "message": f"the effect {effect.describe()} ran past its timeout of "
+                           f"{effect.timeout:g} s"}})
+
+        timers.call_later(effect.timeout * 1.0, too_slow)
+        try:
+            pool.submit(job)
+        except RuntimeError:
+            too_slow()
+
+    def _effect_result(self, session_id: str, seq: int, data: dict[str, Any]) -> None:
+        data["req"] = seq
+        try:
+            if self.store.append(session_id, "effect", data, key=f"effect:{seq}") is None:
+                return  # the other of result and timeout came first
+        except StoreError as error:
+            log.error("call %s: could not log an effect's result (%s)", shown(session_id),
+                      error)
+            return
+        self._wake(session_id)
+
+    def timer_set(self, delay: float) -> None:
+        """A durable timer is due in ``delay`` s: claim it then (the housekeeper also claims
+        due timers every tick, for other processes' calls and after restarts)."""
+        timers = self._timers
+        if timers is not None:
+            timers.call_later(delay, self._claim_due)
+
+    # -- housekeeping (one thread for all calls) ---------------------------------------------
+
+    def _housekeep(self) -> None:
+        tick = min(self.lease_ttl / 3, 0.5)
+        last_adopt = last_expire = 0.0
+        # A memory store this App made itself: no other process or App can hold its calls,
+        # so there is nobody's call to take up.
+        private = self._private_store
+        while not self._stopped.wait(tick):
+            now = time.monotonic()
+            try:
+                self._driver.renew()
+                self._claim_due()
+                if not private and now - last_adopt >= min(self.lease_ttl / 2, 1.0):
+                    last_adopt = now
+                    self._adopt()
+                if now - last_expire >= min(EXPIRE_EVERY, self.retention / 2):
+                    last_expire = now
+                    self.store.expire(self.retention)
+            except StoreError as error:
+                log.warning("the call store failed during housekeeping: %s", error)
+            except Exception:
+                log.exception("housekeeping failed")
+
+    def _claim_due(self) -> None:
+        """Fire due durable timers: log each firing (deduped), then cancel it."""
+        if self._stopped.is_set():
+            return
+        try:
+            due = self.store.claim_due(self.owner)
+        except StoreError as error:
+            log.warning("claiming due timers failed: %s", error)
+            return
+        for timer in due:
+            try:
+                seq = self.store.append(timer.session_id, "timer", dict(timer.data),
+                                        key=f"timer:{timer.key}")
+                self.store.cancel(timer.session_id, timer.key)
+            except StoreError as error:
+                log.warning("call %s: firing timer %s failed: %s", shown(timer.session_id),
+                            shown(timer.key), error)
+                continue
+            if seq is not None:
+                self._wake(timer.session_id)
+
+    def _adopt(self) -> None:
+        """Take up calls in progress that no process holds (their holder crashed or
+        stopped): replay them here, so a parked call resumes without waiting for a callback."""
+        for info in self.store.calls(active=True):
+            session_id = info.session_id
+            if session_id in self._ended or session_id in self._driver.leases:
+                continue
+            if self.store.holder(session_id) is None:
+                self._wake(session_id)
 
     def _send(self, request: Request) -> Sent | SendFailed:
         return self.send_with(self.client, request)
@@ -452,20 +739,6 @@ class App:
             log.exception("%s failed", request.op)
             return SendFailed(request.token, error)
 
-    def _finished(self, runner: _Runner) -> None:
-        call = runner.call
-        with self._lock:
-            self._runners.pop(call.session_id, None)
-            self._ended_sessions[call.session_id] = None
-            while len(self._ended_sessions) > 10_000:
-                self._ended_sessions.popitem(last=False)
-        log.info("call %s ended: %s", call.session_id, call.end_reason)
-        for observer in self._observers:
-            try:
-                observer.finished(call)
-            except Exception:
-                log.exception("observer %r failed for call %s", observer, call.session_id)
-
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         """In a notebook an App shows as a live :class:`ivrscript.widgets.Dashboard`; without
         ipywidgets, as its text."""
@@ -501,10 +774,8 @@ def callback_event(kind: str, body: dict[str, Any], received: float | None) -> A
     return CommandError(body)
 
 
-def _shown(value: str) -> str:
-    """An id from a callback as it may appear in a log line: quoted (no forged line breaks)
-    and short."""
-    return repr(value if len(value) <= 80 else value[:77] + "...")
+def _store_name(store: Any) -> str:
+    return str(getattr(store, "url", None) or type(store).__name__)
 
 
 def _opt_str(value: Any) -> str | None:

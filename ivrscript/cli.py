@@ -98,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the listener's address (default 127.0.0.1)")
     parser.add_argument("--port", type=_port, default=0,
                         help="the listener's port (default 0: any free port)")
+    parser.add_argument("--store", metavar="URL",
+                        help="where calls' logs live, so calls survive a restart: "
+                             "sqlite:///path/calls.db, redis://host:6379/0 or memory: (default: "
+                             "live mode $XDG_STATE_HOME/ivrscript/calls.db, else memory:)")
     parser.add_argument("--record", metavar="DIR",
                         help="write a cassette per finished call into DIR")
     parser.add_argument("--replay", metavar="CASSETTE",
@@ -500,7 +504,8 @@ class _SimulatorMode:
             raise ConfigError(str(error)) from None
         app = None
         try:
-            app = _make_app(self.script, platform=sim, host=self.args.host, port=self.args.port,
+            app = _make_app(self.script, platform=sim, store=self.args.store,
+                            host=self.args.host, port=self.args.port,
                             record=self.args.record)
             _start(app)
             self.app = app
@@ -770,7 +775,10 @@ class _LiveMode:
         except ConfigError:
             client.close()
             raise
-        app = _make_app(self.script, platform=client, host=self.args.host, port=self.args.port,
+        from .durable import default_store_url
+
+        app = _make_app(self.script, platform=client, store=self.args.store or
+                        default_store_url(), host=self.args.host, port=self.args.port,
                         public_url=self.args.public_url, record=self.args.record,
                         secret=secret)
         tunnel = None

@@ -27,6 +27,8 @@ __all__ = [
     "menu",
     "COMMAND_TYPES",
     "MASK",
+    "Effect",
+    "effect",
 ]
 
 _PATTERN = re.compile(r"^[0-9*#xX]+$")
@@ -226,6 +228,34 @@ class Menu:
 
 
 COMMAND_TYPES = (Play, Collect, Forward, Hangup, Menu)
+
+
+@dataclass(frozen=True)
+class Effect:
+    """Run ``fn(*args, **kwargs)`` on the worker pool and resume with its JSON result (or raise
+    its exception at the yield); a replay gets the logged result and never calls ``fn``."""
+
+    fn: Any
+    args: tuple[Any, ...] = ()
+    kwargs: tuple[tuple[str, Any], ...] = ()
+    timeout: float = 10.0
+
+    @property
+    def name(self) -> str:
+        module = getattr(self.fn, "__module__", None) or ""
+        qualname = getattr(self.fn, "__qualname__", None) or repr(self.fn)
+        return f"{module}.{qualname}" if module and module != "__main__" else qualname
+
+    def describe(self) -> str:
+        return getattr(self.fn, "__name__", None) or repr(self.fn)
+
+
+def effect(fn: Any, *args: Any, timeout: float = 10.0, **kwargs: Any) -> Effect:
+    """A side effect the script needs (an account lookup, the time, a random number): yield it
+    to run ``fn(*args, **kwargs)`` once per call, durably (see README "Durable calls")."""
+    if not callable(fn):
+        raise TypeError(f"effect() needs a function to call, got {fn!r}")
+    return Effect(fn, tuple(args), tuple(kwargs.items()), _seconds("timeout", timeout))
 
 
 class Digits(str):

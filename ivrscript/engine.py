@@ -4,6 +4,10 @@ Events go in (the platform's callbacks, and the outcome of each request the engi
 actions come out (requests to send, timers to set, the end). No sockets, no threads, no clock
 of its own: the app feeds it, replay feeds it from a recording, tests feed it by hand.
 
+Deterministic given its inputs: every decision that depends on time uses ``clock()``, which the
+durable driver (:mod:`ivrscript.durable`) sets to the logged wall-clock time of the input being
+processed, so replaying a call's log takes exactly the decisions the live run took.
+
 Rules it keeps (DESIGN.md):
 - one request in flight at a time, in script order (a prompted collect is play, then collect);
 - a command's result resumes the yield; a failed one raises ``CommandFailed`` there;
@@ -14,7 +18,9 @@ Rules it keeps (DESIGN.md):
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import logging
 import time
 import types
@@ -23,8 +29,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .call import RESULT, Call
-from .commands import Collect, Forward, Hangup, Menu, Play, PlayResult, collect_result
-from .errors import CallEnded, CommandFailed, PlatformError
+from .commands import Collect, Effect, Forward, Hangup, Menu, Play, PlayResult, collect_result
+from .errors import CallEnded, CommandFailed, IvrError, PlatformError
+from .text import shown
 from .tracebacks import script_traceback
 
 __all__ = [
@@ -41,6 +48,8 @@ __all__ = [
     "Resend",
     "GoneTimeout",
     "Abort",
+    "EffectDone",
+    "Overdue",
 ]
 
 log = logging.getLogger("ivrscript.engine")
@@ -48,6 +57,8 @@ log = logging.getLogger("ivrscript.engine")
 MAX_ATTEMPTS = 5  # a request answered 429/503 is sent at most this many times (then CommandFailed)
 GONE_WAIT = 1.0  # seconds to wait for on-call-exit after a 404 before ending the call
 MAX_BAD_YIELDS = 20  # a script that keeps yielding junk after TypeError is stopped
+OVERDUE_MARGIN = 30.0  # seconds past a command's natural end before its update counts as lost
+SEEN_KEYS = 64  # update keys remembered for dedupe (hashed; a flood of forged ones stays small)
 
 
 # -- what the engine asks for (actions) ------------------------------------------------------
@@ -72,6 +83,9 @@ class Request:
     token: int
     op: str
     args: dict[str, Any]
+    command: str = field(default="", compare=False)  # the yielded command, in script terms
+    where: str = field(default="", compare=False)  # the script's file:line that yielded it
+    effect: Effect | None = field(default=None, compare=False, repr=False)  # op "effect"
 
 
 @dataclass(frozen=True)
@@ -147,6 +161,23 @@ class GoneTimeout:
 
 
 @dataclass(frozen=True)
+class EffectDone:
+    """The effect ``token`` returned ``value`` or raised ``error``."""
+
+    token: int
+    value: Any = None
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class Overdue:
+    """The update for request ``token`` is overdue past its natural end: it was lost."""
+
+    token: int
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
 class Abort:
     """Stop the script from outside (Ctrl-C, shutdown): it is closed (its ``finally`` runs),
     ``error`` is recorded as its failure and ``on_error`` ends the call."""
@@ -174,6 +205,7 @@ class _Outgoing:
     attempts: int = 0
     purpose: str = "command"  # command | prompt | cancel | end
     waited: float = 0.0  # seconds of Retry-After waited so far (RetryLater.budget bounds it)
+    effect: Effect | None = None
 
 
 @dataclass
@@ -196,15 +228,17 @@ class CallEngine:
     def __init__(self, script: Callable[[Call], Any], call: Call, *,
                  resolve_media: MediaResolver = _default_resolver,
                  on_error: Play | Forward | Hangup | None = None,
-                 clock: Callable[[], float] = time.monotonic, time_scale: float = 1.0) -> None:
+                 clock: Callable[[], float] = time.time, time_scale: float = 1.0,
+                 overdue_margin: float | None = OVERDUE_MARGIN) -> None:
         self.script = script
         self.call = call
         self.resolve_media = resolve_media
         self.on_error = on_error if on_error is not None else Hangup()
         self.clock = clock
         self.time_scale = time_scale
+        self.overdue_margin = overdue_margin  # None: never treat an update as lost
         self._stack: list[Generator[Any, Any, Any]] = []
-        self._waiting: Play | Collect | Forward | Hangup | None = None  # the yielded command
+        self._waiting: Play | Collect | Forward | Hangup | Effect | None = None  # yielded
         self._out: _Outgoing | None = None  # the request in flight or waiting to be retried
         self._next_token = 0
         self._play_id: str | None = None  # the awaited play's command id
@@ -215,7 +249,9 @@ class CallEngine:
         self._phase = "new"  # new | running | ending | done
         self._end_reason: str | None = None
         self._gone = False
-        self._seen: set[tuple[Any, ...]] = set()
+        self._seen: dict[bytes, None] = {}  # hashed update keys, oldest first, bounded
+        self._awaited: int | None = None  # token of the request whose update is awaited
+        self._play_seconds: float | None = None  # the awaited play's length, when known
         self._bad_yields = 0
         self._in_on_error = False
 
@@ -224,6 +260,19 @@ class CallEngine:
     @property
     def done(self) -> bool:
         return self._phase == "done"
+
+    @property
+    def awaited(self) -> int | None:
+        """The token of the request whose update the engine is waiting for, if any."""
+        return self._awaited if self._phase == "running" else None
+
+    def where(self) -> str:
+        """The script's ``file:line`` where it is suspended (its innermost generator)."""
+        for gen in reversed(self._stack):
+            frame = getattr(gen, "gi_frame", None)
+            if frame is not None:
+                return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        return "?"
 
     def start(self) -> list[Action]:
         """The call entered: record it and run the script to its first command."""
@@ -264,10 +313,21 @@ class CallEngine:
             return self._on_exit()
         if isinstance(event, GoneTimeout):
             return self._on_exit() if self._gone else []
+        if isinstance(event, EffectDone):
+            return self._on_effect_done(event)
+        if isinstance(event, Overdue):
+            if self._phase != "running" or event.token != self._awaited or self.call.ended:
+                return []
+            what = _kind(self._waiting) if self._waiting is not None else "command"
+            error = IvrError(f"no update came for the {what} within {event.seconds:.0f} s of "
+                             "its natural end (the platform's update was lost)")
+            log.error("call %s: %s", shown(self.call.session_id), error)
+            return self.handle(Abort(error))
         if isinstance(event, Abort):
             if self._phase != "running" or self.call.ended:
                 return []
             self._out = None
+            self._awaited = None
             self._reset_waits()
             self._prompt_open = False
             self._close_stack()
@@ -311,7 +371,7 @@ class CallEngine:
             if isinstance(yielded, types.GeneratorType):
                 self._stack.append(yielded)
                 continue
-            if isinstance(yielded, Play | Collect | Forward | Hangup):
+            if isinstance(yielded, Play | Collect | Forward | Hangup | Effect):
                 self._bad_yields = 0
                 return self._issue(yielded)
             self._bad_yields += 1
@@ -327,19 +387,26 @@ class CallEngine:
             try:
                 gen.close()
             except Exception:
-                log.exception("closing the script of call %s failed", self.call.session_id)
+                log.exception("closing the script of call %s failed", shown(self.call.session_id))
 
-    def _issue(self, command: Play | Collect | Forward | Hangup) -> list[Action]:
+    def _issue(self, command: Play | Collect | Forward | Hangup | Effect) -> list[Action]:
         c = self.call
         self._waiting = command
         c.transcript.add(_kind(command), command.describe(), command=command)
         session = c.session_id
+        if isinstance(command, Effect):
+            return [self._request("effect", dict(
+                fn=command.name, args=_json_or_repr(list(command.args)),
+                kwargs=_json_or_repr(dict(command.kwargs))), effect=command)]
         if isinstance(command, Play):
             try:
                 media = [self.resolve_media(m) for m in command.media]
             except CommandFailed as error:
                 return self._fail_waiting(error)
             self._play_id = None
+            known = [m.seconds for m in media]
+            self._play_seconds = (sum(known) * command.repeat  # type: ignore[arg-type]
+                                  if command.repeat and None not in known else None)
             return [self._request("play", dict(
                 session_id=session, party_id=c.caller_party_id, uris=[m.uri for m in media],
                 interrupt_by_dtmf=command.interrupt_by_dtmf, repeat=command.repeat))]
@@ -370,9 +437,10 @@ class CallEngine:
                 phone_number=command.phone_number))]
         return [self._request("drop", dict(session_id=session))]
 
-    def _request(self, op: str, args: dict[str, Any], purpose: str = "command") -> Request:
+    def _request(self, op: str, args: dict[str, Any], purpose: str = "command",
+                 effect: Effect | None = None) -> Request:
         self._next_token += 1
-        out = _Outgoing(self._next_token, op, args, purpose=purpose)
+        out = _Outgoing(self._next_token, op, args, purpose=purpose, effect=effect)
         if purpose != "cancel":
             self._out = out
         return self._emit(out)
@@ -381,7 +449,15 @@ class CallEngine:
         out.attempts += 1
         if out.op == "collect" and self._collect is not None:
             self._collect.sent_at = self.clock()
-        return Request(out.token, out.op, dict(out.args))
+        waiting = self._waiting
+        if out.purpose == "end":
+            label = "hangup (the app ends the call)"
+        elif waiting is not None:
+            label = f"{_kind(waiting)} {waiting.describe()}".rstrip()
+        else:
+            label = out.op
+        return Request(out.token, out.op, dict(out.args), command=label, where=self.where(),
+                       effect=out.effect)
 
     # -- outcomes of requests ----------------------------------------------------------------
 
@@ -400,17 +476,49 @@ class CallEngine:
             return [self._request("collect", args)]
         if out.op == "play":
             self._play_id = event.command_id
-            return []
+            return self._expect_update(out.token, self._play_seconds)
         if out.op == "collect":
-            if self._collect is not None:
-                self._collect.sent = True
-                self._collect.command_id = event.command_id
-            return []
+            pending = self._collect
+            if pending is None:
+                return []
+            pending.sent = True
+            pending.command_id = event.command_id
+            waiting = self._waiting
+            longest = max((len(p) for p in waiting.patterns), default=1) \
+                if isinstance(waiting, Collect) else 1
+            inter = waiting.inter_digit_timeout if isinstance(waiting, Collect) else 0.0
+            return self._expect_update(out.token, pending.timeout + inter * longest)
         if out.op == "forward":
             return self._end_call("forwarded")
         if out.op == "drop":
             return self._end_call("hangup")
         return []
+
+    def _expect_update(self, token: int, natural: float | None) -> list[Action]:
+        """The request ``token`` now awaits its update; past its natural end (platform
+        seconds) plus the margin, the update counts as lost."""
+        self._awaited = token
+        if natural is None or self.overdue_margin is None or self.time_scale <= 0:
+            return []
+        seconds = natural * self.time_scale + self.overdue_margin
+        return [Wait(seconds, Overdue(token, seconds))]
+
+    def _on_effect_done(self, event: EffectDone) -> list[Action]:
+        out = self._out
+        if self._phase != "running" or out is None or out.token != event.token \
+                or not isinstance(self._waiting, Effect):
+            return []
+        self._out = None
+        self._waiting = None
+        if event.error is not None:
+            self.call.transcript.add(RESULT, f"raised {type(event.error).__name__}: "
+                                             f"{event.error}")
+            return self._step(None, event.error)
+        shown_value = repr(event.value)
+        if len(shown_value) > 80:
+            shown_value = shown_value[:77] + "..."
+        self.call.transcript.add(RESULT, shown_value)
+        return self._step(event.value, None)
 
     def _on_send_failed(self, event: SendFailed) -> list[Action]:
         out = self._out
@@ -443,6 +551,7 @@ class CallEngine:
         return self._step(None, error)
 
     def _reset_waits(self) -> None:
+        self._awaited = None
         self._waiting = None
         self._play_id = None
         self._collect = None
@@ -451,20 +560,22 @@ class CallEngine:
     # -- callbacks ---------------------------------------------------------------------------
 
     def _on_update(self, u: Update) -> list[Action]:
-        key = (u.command, u.command_id, u.status, u.digits)
         if u.command_id is not None:
+            key = update_key(u.command, u.command_id, u.status, u.digits)
             if key in self._seen:
-                log.debug("duplicate update ignored: %s", key[:3])  # no keys: they may be secret
+                log.debug("duplicate update ignored: %s %s", shown(u.command), shown(u.command_id))
                 return []
-            self._seen.add(key)
+            self._seen[key] = None
+            if len(self._seen) > SEEN_KEYS:
+                del self._seen[next(iter(self._seen))]
         if self._phase != "running":
             return []
         if u.command == "Play":
             return self._on_play_update(u)
         if u.command == "Collect":
             return self._on_collect_update(u)
-        log.info("call %s: update for unknown command %r ignored", self.call.session_id,
-                 u.command)
+        log.info("call %s: update for unknown command %s ignored", shown(self.call.session_id),
+                 shown(u.command))
         return []
 
     def _on_play_update(self, u: Update) -> list[Action]:
@@ -477,12 +588,13 @@ class CallEngine:
             return []
         if not isinstance(self._waiting, Play) or self._play_id is None \
                 or u.command_id != self._play_id:
-            log.info("call %s: stale Play update %s %s ignored", self.call.session_id,
-                     u.command_id, u.status)
+            log.info("call %s: stale Play update %s %s ignored", shown(self.call.session_id),
+                     shown(u.command_id), shown(u.status))
             return []
         command = self._waiting
         self._waiting = None
         self._play_id = None
+        self._awaited = None
         if u.status == "Failed":
             self.call.transcript.add(RESULT, "Failed")
             error = CommandFailed(f"play of {' '.join(command.media)} failed "
@@ -494,27 +606,29 @@ class CallEngine:
     def _on_collect_update(self, u: Update) -> list[Action]:
         pending = self._collect
         if not isinstance(self._waiting, Collect) or pending is None or not pending.sent:
-            log.info("call %s: stale Collect update %s ignored", self.call.session_id, u.status)
+            log.info("call %s: stale Collect update %s ignored", shown(self.call.session_id),
+                     shown(u.status))
             return []
         if pending.command_id is not None or u.command_id is not None:
             if u.command_id != pending.command_id:
                 log.info("call %s: Collect update for another collect ignored",
-                         self.call.session_id)
+                         shown(self.call.session_id))
                 return []
         else:
             arrived = u.received_at
             if arrived is not None and self.time_scale > 0:
                 if arrived < pending.sent_at:
                     log.info("call %s: Collect update from before this collect ignored",
-                             self.call.session_id)
+                             shown(self.call.session_id))
                     return []
                 expected = pending.timeout * self.time_scale
                 if u.status == "Timeout" and arrived - pending.sent_at < expected * 0.5:
                     log.info("call %s: early Collect Timeout (%.3fs of %.3fs) ignored",
-                             self.call.session_id, arrived - pending.sent_at, expected)
+                             shown(self.call.session_id), arrived - pending.sent_at, expected)
                     return []
         command, self._waiting = self._waiting, None
         self._collect = None
+        self._awaited = None
         digits = collect_result(command, u.digits or "", u.status)
         self.call.transcript.add(RESULT, digits.transcript_line(), digits=digits.shown(),
                                  status=u.status)
@@ -593,7 +707,7 @@ class CallEngine:
             c.error = error
         self._close_stack()
         text = script_traceback(error)
-        log.error("call %s: the script raised %s", c.session_id, text)
+        log.error("call %s: the script raised %s", shown(c.session_id), text)
         c.transcript.add("error", text, error=repr(error))
         if c.ended:
             return self._finish()
@@ -639,14 +753,29 @@ def _kind(command: Any) -> str:
 
 
 def _bad_yield_message(value: Any) -> str:
-    shown = repr(value)
-    if len(shown) > 80:
-        shown = shown[:77] + "..."
+    text = repr(value)
+    if len(text) > 80:
+        text = text[:77] + "..."
     hint = ""
     if callable(value) and getattr(value, "__module__", "").startswith("ivrscript"):
         hint = f" (did you forget to call it: {getattr(value, '__name__', 'it')}(...)?)"
     elif inspect.isgeneratorfunction(value):
         hint = " (a generator function: call it to get a sub-flow, e.g. yield ask_pin(call))"
-    return (f"cannot yield {shown} of type {type(value).__name__}{hint}: yield one of "
-            "ivr.play(...), ivr.collect(...), ivr.forward(...), ivr.hangup(), ivr.menu(...) "
-            "or a generator (a sub-flow)")
+    return (f"cannot yield {text} of type {type(value).__name__}{hint}: yield one of "
+            "ivr.play(...), ivr.collect(...), ivr.forward(...), ivr.hangup(), ivr.menu(...), "
+            "ivr.effect(...) or a generator (a sub-flow)")
+
+
+def update_key(command: str, command_id: str | None, status: str, digits: str | None) -> bytes:
+    """What dedupe of an update needs, hashed: a short key whatever the digits' size."""
+    raw = json.dumps([command, command_id, status, digits]).encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(raw, digest_size=16).digest()
+
+
+def _json_or_repr(value: Any) -> Any:
+    """``value`` as JSON data if it is that, else a placeholder naming its type (compared on
+    replay, so it must not change between runs)."""
+    try:
+        return json.loads(json.dumps(value, sort_keys=True))
+    except (TypeError, ValueError):
+        return f"<{type(value).__name__}>"

@@ -6,6 +6,7 @@
      +-- PlatformError       the platform answered an error (.status, .error_code, .message)
      |    +-- RetryLater     429/503: not executed, send again after .retry_after seconds
      +-- ReplayMismatch      a replayed script issued something the recording does not have
+     +-- ScriptChanged       a durable call's script issues other commands than its log has
      +-- ConfigError         missing credentials or a bad set-up; the message says what to set
 """
 
@@ -20,6 +21,7 @@ __all__ = [
     "PlatformError",
     "RetryLater",
     "ReplayMismatch",
+    "ScriptChanged",
     "ConfigError",
 ]
 
@@ -97,6 +99,12 @@ class ReplayMismatch(IvrError, AssertionError):
         from .notebook import mismatch_html
 
         return mismatch_html(self)
+
+
+class ScriptChanged(IvrError):
+    """Resuming a durable call, the script issued a command other than the one its log has at
+    that step (the script changed while the call was in progress); the call ends through
+    ``on_error``. The message names the step, the logged command and the new one."""
 
 
 class ConfigError(IvrError):

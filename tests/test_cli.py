@@ -33,6 +33,7 @@ def clean_env(tmp_path: Any, **extra: str) -> dict[str, str]:
     """The environment of a CLI subprocess: no credentials, config under tmp_path."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED)}
     env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
+    env["XDG_STATE_HOME"] = str(tmp_path / "state")  # live mode's default call store
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra)
     return env

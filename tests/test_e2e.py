@@ -337,4 +337,6 @@ def test_forged_session_ids_are_quoted_in_logs(sim, make_app, caplog):
     assert r.status_code == 200
     lines = [rec.getMessage() for rec in caplog.records if "unknown session" in rec.getMessage()]
     assert lines and all("\n" not in line for line in lines)
-    assert "'s-x\\nFAKE LINE'" in lines[0]
+    from ivrscript.text import shown
+
+    assert shown("s-x\nFAKE LINE") in lines[0]  # quoted and escaped by the one helper

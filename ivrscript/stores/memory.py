@@ -23,7 +23,7 @@ __all__ = ["MemoryStore"]
 @dataclass
 class _Call:
     started: float
-    entries: list[LogEntry] = field(default_factory=list)
+    entries: list[tuple[str, str, float]] = field(default_factory=list)  # kind, JSON, at
     keys: set[str] = field(default_factory=set)
     finished: float | None = None
     end_reason: str | None = None
@@ -54,10 +54,10 @@ class MemoryStore:
 
     def append(self, session_id: str, kind: str, data: dict[str, Any], *,
                key: str | None = None, at: float | None = None) -> int | None:
-        # A JSON round trip: what a durable backend would give back, and no aliasing of the
-        # caller's dicts.
+        # Kept as JSON text: what a durable backend would give back, no aliasing of the
+        # caller's dicts, and a parked call's log costs one string per entry.
         try:
-            stored = json.loads(json.dumps(data))
+            stored = json.dumps(data, separators=(",", ":"))
         except (TypeError, ValueError) as error:
             raise StoreError(f"log data must be JSON: {error}") from None
         when = time.time() if at is None else at
@@ -70,7 +70,7 @@ class MemoryStore:
                     return None
                 call.keys.add(key)
             seq = len(call.entries) + 1
-            call.entries.append(LogEntry(seq, kind, stored, when))
+            call.entries.append((kind, stored, when))
             subscribers = list(self._subscribers)
         for fn in subscribers:
             fn(session_id)
@@ -81,7 +81,10 @@ class MemoryStore:
             call = self._calls.get(session_id)
             if call is None:
                 return []
-            return [copy.deepcopy(e) for e in call.entries[max(after, 0):]]
+            start = max(after, 0)
+            rows = call.entries[start:]
+        return [LogEntry(seq, kind, json.loads(text), at)
+                for seq, (kind, text, at) in enumerate(rows, start=start + 1)]
 
     # -- leases ------------------------------------------------------------------------------
 

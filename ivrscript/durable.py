@@ -1,0 +1,728 @@
+"""Durable calls: the driver between a call's stored log and its engine (standard library only).
+
+"A call is its log" (DESIGN.md), stored. Every input the engine consumes is appended to the
+call's log in a :class:`~ivrscript.stores.CallStore` BEFORE the engine sees it, and the engine
+is only ever fed from log entries, live or in a replay, through the same code. So a process
+that has no live generator for a call (a restart, an eviction from the cache, a lease that
+moved) rebuilds it exactly by feeding the logged entries to a fresh engine.
+
+The log of one call, entry kinds and their data:
+
+``enter``     ``{"body": on-call-enter body, "script": {"file", "function", "hash"}}``
+``callback``  ``{"kind", "command", "status", "commandId", "digits"}`` (updates), ``{"kind"}``
+              (exit), ``{"kind", "message", "errorCode"}`` (command errors); deduped by key
+``request``   ``{"token", "op", "args", "command", "where"}``: a request as it is issued
+``outcome``   ``{"req": seq of the request, "ok", "command_id" | "status", "error_code",
+              "message", "method", "path", "retry_after"}``
+``timer``     ``{"key", "event", "token", "seconds"}``: a durable timer fired
+``effect``    ``{"req", "value"}`` or ``{"req", "error": {"type", "message"}}``
+``abort``     ``{"type", "message"}``: the call was stopped from outside, or drifted
+``end``       ``{"reason"}``
+
+Order of consumption (the same live and in replay): entries in log order, except that a
+request's outcome is consumed right after the request (the platform's answer to a POST is
+synchronous; callbacks that arrived meanwhile come after it). ``request`` entries are not
+inputs: a replay compares each request the script issues with the next logged one, and a
+difference raises :class:`~ivrscript.errors.ScriptChanged` at that yield. A logged request with
+no outcome was in flight at a crash: it is the one request that may be sent again.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import importlib
+import inspect
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .call import Call
+from .engine import (
+    Abort,
+    CallEngine,
+    CommandError,
+    EffectDone,
+    Exited,
+    Finished,
+    GoneTimeout,
+    Overdue,
+    Request,
+    Resend,
+    SendFailed,
+    Sent,
+    Update,
+    Wait,
+    update_key,
+)
+from .errors import IvrError, PlatformError, RetryLater, ScriptChanged
+from .stores.base import CallStore, LogEntry, StoreError
+from .text import shown
+
+__all__ = ["Driver", "CallRunner", "script_identity", "callback_entry", "default_store_url",
+           "store_path", "ENTRY_KINDS"]
+
+log = logging.getLogger("ivrscript.durable")
+
+MAX_DIGITS = 128  # keys of one update kept in the log
+ENTRY_KINDS = ("enter", "callback", "request", "outcome", "timer", "effect", "abort", "end")
+_INPUTS = frozenset(("enter", "callback", "timer", "effect", "abort"))
+
+
+def store_path(environ: Mapping[str, str] | None = None) -> str:
+    """Where live mode keeps calls' logs by default: ``$XDG_STATE_HOME/ivrscript/calls.db``,
+    else ``~/.local/state/ivrscript/calls.db``."""
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "ivrscript", "calls.db")
+
+
+def default_store_url(environ: Mapping[str, str] | None = None) -> str:
+    """The store URL live mode uses without ``--store``."""
+    return "sqlite:///" + os.path.abspath(store_path(environ))
+
+
+def script_identity(script: Callable[..., Any]) -> dict[str, str]:
+    """The script's file, function and source hash, stored at enter."""
+    target = inspect.unwrap(script)
+    try:
+        source = inspect.getsource(target)
+    except (OSError, TypeError):
+        source = getattr(getattr(target, "__code__", None), "co_code", b"").hex()
+    try:
+        filename = inspect.getsourcefile(target) or "?"
+    except TypeError:
+        filename = "?"
+    return {"file": filename, "function": getattr(target, "__qualname__", repr(target)),
+            "hash": hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()[:16]}
+
+
+def callback_entry(kind: str, body: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """What the log keeps of a callback other than on-call-enter (only what the engine
+    consumes) and its dedupe key (None: not deduped here)."""
+    if kind == "on-command-update":
+        params = body.get("parameters") or {}
+        digits = params.get("digits")
+        if isinstance(digits, str) and len(digits) > MAX_DIGITS:
+            digits = digits[:MAX_DIGITS]  # no keypad sends more; a forged flood stays small
+        data = {"kind": kind, "command": body["command"], "status": body["status"],
+                "commandId": body.get("commandId"), "digits": digits}
+        if data["commandId"] is None:
+            return data, None  # no id: the engine tells stale collect updates apart by time
+        return data, "u:" + update_key(data["command"], data["commandId"], data["status"],
+                                       data["digits"]).hex()
+    if kind == "on-call-exit":
+        return {"kind": kind}, "exit"
+    data = {"kind": kind, "message": body.get("message"), "errorCode": body.get("errorCode")}
+    raw = json.dumps([body.get("commandId"), data["message"], data["errorCode"]])
+    return data, "e:" + hashlib.blake2b(raw.encode(), digest_size=16).hexdigest()
+
+
+class _Corrupt(Exception):
+    """A log entry that cannot be read back."""
+
+
+@dataclass(slots=True)
+class CallRunner:
+    """One call this process drives: its engine (None until the enter is fed), where it is in
+    the log, and what a replay still has to match."""
+
+    session_id: str
+    engine: CallEngine | None = None
+    call: Call | None = None
+    loaded: int = 0  # highest seq loaded from the store
+    cursor: int = 0  # highest seq fed in log order
+    own: set[int] = field(default_factory=set)  # appended here, already consumed
+    live_errors: dict[int, BaseException] = field(default_factory=dict)  # effect exceptions
+    lease_at: float = -1e9  # monotonic time the lease was last taken or renewed
+    entries: dict[int, LogEntry] = field(default_factory=dict)  # loaded, not yet fed
+    requests: collections.deque[LogEntry] = field(default_factory=collections.deque)
+    outcomes: dict[int, LogEntry] = field(default_factory=dict)  # by request seq
+    effect_results: set[int] = field(default_factory=set)  # request seqs with a result
+    fired: set[str] = field(default_factory=set)  # timer keys already fired
+    aborts: list[LogEntry] = field(default_factory=list)
+    tokens: dict[int, int] = field(default_factory=dict)  # effect request seq -> token
+    steps: int = 0  # requests matched or logged so far
+    deferred: list[tuple[int, Wait, float]] = field(default_factory=list)  # replay's timers
+    now: float = 0.0  # the logged time of the entry being fed (the engine's clock)
+    replaying: bool = True
+    observed: bool = False  # this process received the call's enter and announced the call
+    started: bool = False  # the enter was fed to the engine
+    overdue_key: str | None = None
+    done: bool = False
+    scheduled: bool = False
+    wake_again: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Driver:
+    """Drives calls from their stored logs for one :class:`~ivrscript.App`.
+
+    ``host`` is the app: it builds engines (``new_engine``), sends requests (``send``), runs
+    effects (``run_effect``), and hears about calls entering and ending.
+    """
+
+    def __init__(self, store: CallStore, host: Any, *, owner: str, cache_size: int,
+                 lease_ttl: float) -> None:
+        self.store = store
+        self.host = host
+        self.owner = owner
+        self.cache_size = max(int(cache_size), 1)
+        self.lease_ttl = lease_ttl
+        self.cache: collections.OrderedDict[str, CallRunner] = collections.OrderedDict()
+        self.leases: set[str] = set()  # calls whose lease this process holds (cached or not)
+        self.lock = threading.Lock()
+        self._local = threading.local()
+
+    # -- appending ---------------------------------------------------------------------------
+
+    def append(self, session_id: str, kind: str, data: dict[str, Any], *,
+               key: str | None = None, at: float | None = None) -> int | None:
+        """Append for a call this process drives (its own entries: no wake-up needed)."""
+        self._local.own = True
+        try:
+            return self.store.append(session_id, kind, data, key=key, at=at)
+        finally:
+            self._local.own = False
+
+    def appending(self) -> bool:
+        """True in a thread appending one of the driver's own entries (store subscribers
+        that run in the appending thread use it to skip waking the call they come from)."""
+        return bool(getattr(self._local, "own", False))
+
+    def _own(self, runner: CallRunner, seq: int | None) -> None:
+        if seq is not None and seq > runner.loaded:
+            runner.own.add(seq)
+
+    # -- leases ------------------------------------------------------------------------------
+
+    def renew(self) -> None:
+        """Renew every lease this process holds (one loop for all calls); a lease found lost
+        (another process took the call) drops the call from the cache."""
+        with self.lock:
+            held = list(self.leases)
+        for session_id in held:
+            try:
+                kept = self.store.acquire(session_id, self.owner, self.lease_ttl)
+            except StoreError as error:
+                log.warning("renewing the lease of call %s failed: %s", shown(session_id),
+                            error)
+                continue
+            with self.lock:
+                runner = self.cache.get(session_id)
+                if kept:
+                    if runner is not None:
+                        runner.lease_at = time.monotonic()
+                    continue
+                self.leases.discard(session_id)
+                if runner is not None and not runner.scheduled:
+                    del self.cache[session_id]
+            log.info("call %s: its lease moved to another process", shown(session_id))
+
+    def release_all(self) -> None:
+        with self.lock:
+            held, self.leases = list(self.leases), set()
+        for session_id in held:
+            try:
+                self.store.release(session_id, self.owner)
+            except StoreError:
+                pass
+
+    # -- the cache ---------------------------------------------------------------------------
+
+    def runner(self, session_id: str, *, create: bool = True) -> CallRunner | None:
+        with self.lock:
+            runner = self.cache.get(session_id)
+            if runner is not None:
+                self.cache.move_to_end(session_id)
+                return runner
+            if not create:
+                return None
+            runner = self.cache[session_id] = CallRunner(session_id)
+            evicted = self._evict_locked()
+        for old in evicted:  # the lease stays: a later callback replays it here
+            log.debug("call %s evicted from the cache", shown(old.session_id))
+        return runner
+
+    def _evict_locked(self) -> list[CallRunner]:
+        evicted: list[CallRunner] = []
+        if len(self.cache) <= self.cache_size:
+            return evicted
+        for session_id in list(self.cache):
+            if len(self.cache) <= self.cache_size:
+                break
+            candidate = self.cache[session_id]
+            if candidate.scheduled:
+                continue  # being driven right now
+            del self.cache[session_id]
+            evicted.append(candidate)
+        return evicted
+
+    def evict(self, runner: CallRunner) -> None:
+        """Drop the call's engine (the lease stays): its next wake-up rebuilds it by replay."""
+        runner.done = True
+        with self.lock:
+            if self.cache.get(runner.session_id) is runner:
+                del self.cache[runner.session_id]
+
+    def forget(self, runner: CallRunner) -> None:
+        with self.lock:
+            if self.cache.get(runner.session_id) is runner:
+                del self.cache[runner.session_id]
+            self.leases.discard(runner.session_id)
+        self._release(runner)
+
+    def _release(self, runner: CallRunner) -> None:
+        try:
+            self.store.release(runner.session_id, self.owner)
+        except StoreError:
+            log.warning("releasing the lease of call %s failed", shown(runner.session_id))
+
+    def held(self) -> list[str]:
+        with self.lock:
+            return [sid for sid, r in self.cache.items() if not r.done]
+
+    # -- draining one call (a worker) --------------------------------------------------------
+
+    def drain(self, runner: CallRunner) -> None:
+        """Feed every new entry of the call's log to its engine, in order. One worker at a
+        time per call (the host's scheduling guarantees it)."""
+        if runner.done:
+            return
+        try:
+            if time.monotonic() - runner.lease_at > self.lease_ttl / 3:
+                if not self.store.acquire(runner.session_id, self.owner, self.lease_ttl):
+                    log.debug("call %s is driven by %s", shown(runner.session_id),
+                              shown(self.store.holder(runner.session_id)))
+                    with self.lock:
+                        if self.cache.get(runner.session_id) is runner:
+                            del self.cache[runner.session_id]
+                    runner.done = True
+                    return
+                runner.lease_at = time.monotonic()
+                with self.lock:
+                    self.leases.add(runner.session_id)
+            fresh = self.store.load(runner.session_id, after=runner.loaded)
+        except StoreError as error:
+            self._broken(runner, f"its log could not be read ({error})")
+            return
+        try:
+            for entry in fresh:
+                self._index(runner, entry)
+            if runner.engine is None and any(e.kind == "end" for e in runner.entries.values()):
+                runner.done = True  # a call that ended already: nothing to rebuild
+                self.forget(runner)
+                return
+            while True:
+                entry = self._next_input(runner)
+                if entry is None:
+                    break
+                self._feed(runner, entry)
+                if runner.done:
+                    return
+        except _Corrupt as error:
+            self._broken(runner, str(error))
+            return
+        if runner.replaying and not runner.requests:
+            runner.replaying = False
+        if not runner.replaying and runner.deferred:
+            self._flush_timers(runner)
+        self._watch_overdue(runner)
+
+    def _index(self, runner: CallRunner, entry: LogEntry) -> None:
+        if not isinstance(entry, LogEntry) or not isinstance(entry.data, dict) \
+                or entry.kind not in ENTRY_KINDS:
+            raise _Corrupt(f"log entry {getattr(entry, 'seq', '?')} is not an entry this "
+                           "version writes")
+        runner.loaded = max(runner.loaded, entry.seq)
+        if entry.seq in runner.own:
+            runner.own.discard(entry.seq)
+            return
+        data = entry.data
+        try:
+            if entry.kind == "request":
+                runner.requests.append(entry)
+            elif entry.kind == "outcome":
+                runner.outcomes[int(data["req"])] = entry
+            elif entry.kind == "timer":
+                runner.fired.add(str(data["key"]))
+                runner.entries[entry.seq] = entry
+            elif entry.kind == "effect":
+                runner.effect_results.add(int(data["req"]))
+                runner.entries[entry.seq] = entry
+            elif entry.kind == "abort":
+                runner.aborts.append(entry)
+                runner.entries[entry.seq] = entry
+            elif entry.kind in _INPUTS:
+                runner.entries[entry.seq] = entry
+            elif entry.kind == "end":
+                runner.entries[entry.seq] = entry
+        except (KeyError, TypeError, ValueError) as error:
+            raise _Corrupt(f"log entry {entry.seq} ({entry.kind}) is corrupt: "
+                           f"{type(error).__name__} {error}") from None
+
+    def _next_input(self, runner: CallRunner) -> LogEntry | None:
+        while runner.entries:
+            seq = min(runner.entries)
+            entry = runner.entries.pop(seq)
+            runner.cursor = seq
+            return entry
+        return None
+
+    def _feed(self, runner: CallRunner, entry: LogEntry) -> None:
+        runner.now = entry.at
+        try:
+            if entry.kind == "end":
+                if runner.engine is None or runner.engine.done:
+                    self._done(runner, str(entry.data.get("reason") or "hangup"), logged=True)
+                return
+            if entry.kind == "enter":
+                if not runner.started:
+                    self._enter(runner, entry)
+                return
+            engine = runner.engine
+            if engine is None or not runner.started:
+                # A log that does not begin with its enter: a call this store never knew
+                # (the app hangs it up when the callback arrives) or a corrupt log.
+                return
+            event = self._event(runner, entry)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise _Corrupt(f"log entry {entry.seq} ({entry.kind}) is corrupt: "
+                           f"{type(error).__name__} {error}") from None
+        if event is not None:
+            self._run(runner, entry, self._handle(runner, event))
+
+    def _enter(self, runner: CallRunner, entry: LogEntry) -> None:
+        if runner.engine is None or runner.call is None:
+            runner.engine, runner.call = self.host.new_engine(entry.data["body"])
+        engine, call = runner.engine, runner.call
+        engine.clock = lambda: runner.now
+        runner.started = True
+        logged = entry.data.get("script") or {}
+        current = script_identity(engine.script)
+        if runner.replaying and logged.get("hash") and logged.get("hash") != current["hash"]:
+            log.warning("call %s: the script %s changed since the call entered (source hash "
+                        "%s, now %s); replaying it against the log", shown(runner.session_id),
+                        current["function"], logged.get("hash"), current["hash"])
+        if not runner.observed:
+            self.host.call_entered(call, observed=False)
+        self._run(runner, entry, self._start(runner))
+
+    def _start(self, runner: CallRunner) -> list[Any]:
+        assert runner.engine is not None
+        try:
+            return runner.engine.start()
+        except KeyboardInterrupt:
+            return self._handle(runner, Abort(IvrError("the script raised KeyboardInterrupt")))
+
+    def _handle(self, runner: CallRunner, event: Any) -> list[Any]:
+        assert runner.engine is not None
+        try:
+            return runner.engine.handle(event)
+        except KeyboardInterrupt:
+            # Only a script raising it by hand gets here (signals go to the main thread).
+            return runner.engine.handle(Abort(IvrError("the script raised KeyboardInterrupt")))
+
+    def _event(self, runner: CallRunner, entry: LogEntry) -> Any:
+        data = entry.data
+        if entry.kind == "callback":
+            kind = data["kind"]
+            if kind == "on-command-update":
+                return Update(str(data["command"]), str(data["status"]),
+                              _opt(data.get("commandId")), _opt(data.get("digits")), entry.at)
+            if kind == "on-call-exit":
+                return Exited(entry.at)
+            return CommandError({"message": data.get("message"),
+                                 "errorCode": data.get("errorCode")})
+        if entry.kind == "timer":
+            event = data["event"]
+            if event == "resend":
+                return Resend(int(data["token"]))
+            if event == "gone":
+                return GoneTimeout()
+            if event == "overdue":
+                return Overdue(int(data["token"]), float(data["seconds"]))
+            raise ValueError(f"unknown timer event {event!r}")
+        if entry.kind == "effect":
+            token = runner.tokens.pop(int(data["req"]), None)
+            if token is None:
+                return None  # the result of an effect a drifted script no longer waits for
+            error = data.get("error")
+            if error is not None:
+                return EffectDone(token, error=_rebuild_error(
+                    error["type"], error["message"], runner.live_errors.pop(token, None)))
+            return EffectDone(token, data.get("value"))
+        if entry.kind == "abort":
+            if data.get("type") == "ScriptChanged":
+                return None  # fed where the drift is found (see _drifted)
+            return Abort(IvrError(str(data.get("message") or "the call was stopped")))
+        raise ValueError(f"{entry.kind} is not an input")
+
+    # -- carrying out the engine's actions ---------------------------------------------------
+
+    def _run(self, runner: CallRunner, cause: LogEntry, actions: list[Any]) -> None:
+        queue = collections.deque(actions)
+        while queue:
+            action = queue.popleft()
+            if isinstance(action, Request):
+                outcome = self._request(runner, action)
+                if outcome == "drift":
+                    queue.clear()
+                    queue.extend(self._drifted(runner, action))
+                elif outcome is not None:
+                    queue.extend(self._handle(runner, outcome))
+            elif isinstance(action, Wait):
+                self._schedule(runner, cause, action)
+            elif isinstance(action, Finished):
+                self._done(runner, action.reason)
+                return
+
+    def _request(self, runner: CallRunner, request: Request) -> Any:
+        """Match the request with the log (replay) or log and send it (live); the engine
+        event to feed back (None for a cancel and for an effect: its result comes later)."""
+        if runner.requests:
+            logged = runner.requests[0]
+            # Request args are JSON-shaped already (str, numbers, bool, None, lists).
+            if logged.data.get("op") != request.op or logged.data.get("args") != request.args:
+                return "drift"
+            runner.requests.popleft()
+            runner.steps += 1
+            seq = logged.seq
+            if request.op == "effect":
+                runner.tokens[seq] = request.token
+                if seq not in runner.effect_results:
+                    log.warning("call %s: the effect %s was running at a restart: running it "
+                                "again", shown(runner.session_id), request.command)
+                    self.host.run_effect(runner, request, seq)
+                return None
+            outcome = runner.outcomes.pop(seq, None)
+            if outcome is None:
+                if request.op == "cancel":
+                    return None
+                log.warning("call %s: %s was in flight at a restart: sending it again",
+                            shown(runner.session_id), request.command)
+                return self._send(runner, request, seq, again=True)
+            if request.op == "cancel":
+                return None
+            runner.now = outcome.at
+            return _outcome_event(request.token, outcome.data)
+        runner.replaying = False
+        seq = self.append(runner.session_id, "request", {
+            "token": request.token, "op": request.op, "args": request.args,
+            "command": request.command, "where": request.where})
+        assert seq is not None
+        self._own(runner, seq)
+        runner.steps += 1
+        if request.op == "effect":
+            runner.tokens[seq] = request.token
+            self.host.run_effect(runner, request, seq)
+            return None
+        return self._send(runner, request, seq)
+
+    def _send(self, runner: CallRunner, request: Request, seq: int, *,
+              again: bool = False) -> Any:
+        outcome = self.host.send(request)
+        if again and isinstance(outcome, SendFailed) and \
+                isinstance(outcome.error, PlatformError) and outcome.error.status == 409:
+            # The platform has the command active already: the first send, the one in
+            # flight at the crash, did reach it.
+            log.info("call %s: the platform already had %s (409): it is the one in flight",
+                     shown(runner.session_id), request.command)
+            outcome = Sent(request.token, None)
+        data: dict[str, Any] = {"req": seq}
+        if isinstance(outcome, Sent):
+            data.update(ok=True, command_id=outcome.command_id)
+        else:
+            data.update(ok=False, **_error_data(outcome))
+        at = time.time()
+        self._own(runner, self.append(runner.session_id, "outcome", data, key=f"o:{seq}",
+                                      at=at))
+        if request.op == "cancel":
+            return None
+        runner.now = at
+        return _outcome_event(request.token, data)
+
+    def _drifted(self, runner: CallRunner, request: Request) -> list[Any]:
+        """The script issued something else than the log has here: ScriptChanged."""
+        logged = runner.requests[0]
+        step = runner.steps + 1
+        old, new = logged.data.get("args") or {}, json.loads(json.dumps(request.args))
+        if logged.data.get("op") == request.op and isinstance(old, dict):
+            keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+            was = ", ".join(f"{k}: {_short(old.get(k))}" for k in keys)
+            now = ", ".join(f"{k}: {_short(new.get(k))}" for k in keys)
+        else:
+            was, now = str(logged.data.get("op")), request.op
+        message = (f"step {step}: the call's log has {logged.data.get('command') or '?'} "
+                   f"({was}) but the script now issues {request.command} ({now}) at "
+                   f"{request.where}: the script changed since the call began")
+        error = ScriptChanged(message)
+        existing = next((a for a in runner.aborts if a.data.get("type") == "ScriptChanged"), None)
+        if existing is None:
+            seq = self.append(runner.session_id, "abort",
+                              {"type": "ScriptChanged", "message": message},
+                              key="abort:script-changed")
+            self._own(runner, seq)
+            seq = seq if seq is not None else runner.loaded
+        else:
+            seq = existing.seq
+        runner.requests = collections.deque(r for r in runner.requests if r.seq > seq)
+        log.error("call %s: %s", shown(runner.session_id), message)
+        return self._handle(runner, Abort(error))
+
+    def _schedule(self, runner: CallRunner, cause: LogEntry, wait: Wait) -> None:
+        if runner.replaying:
+            # Most timers a replay meets are long over (a collect's overdue timer, a wait
+            # whose resend is logged): set only the ones still pending once it is done.
+            runner.deferred.append((cause.seq, wait, runner.now + wait.seconds))
+            return
+        self._set_timer(runner, cause.seq, wait, runner.now + wait.seconds)
+
+    def _flush_timers(self, runner: CallRunner) -> None:
+        deferred, runner.deferred = runner.deferred, []
+        awaited = runner.engine.awaited if runner.engine is not None else None
+        for cause_seq, wait, due in deferred:
+            if isinstance(wait.event, Overdue) and wait.event.token != awaited:
+                continue
+            self._set_timer(runner, cause_seq, wait, due)
+
+    def _set_timer(self, runner: CallRunner, cause_seq: int, wait: Wait, due: float) -> None:
+        event = wait.event
+        if isinstance(event, Resend):
+            data = {"event": "resend", "token": event.token}
+        elif isinstance(event, GoneTimeout):
+            data = {"event": "gone"}
+        elif isinstance(event, Overdue):
+            data = {"event": "overdue", "token": event.token, "seconds": event.seconds}
+        else:
+            raise TypeError(f"cannot store a timer for {event!r}")
+        key = f"{data['event']}:{data.get('token', '')}:{cause_seq}"
+        if key in runner.fired:
+            return
+        data["key"] = key
+        self.store.schedule(runner.session_id, key, due, data)
+        if isinstance(event, Overdue):
+            runner.overdue_key = key
+        self.host.timer_set(max(due - time.time(), 0.0))
+
+    def _watch_overdue(self, runner: CallRunner) -> None:
+        """Cancel the overdue timer of a command whose update came."""
+        key = runner.overdue_key
+        engine = runner.engine
+        if key is None or engine is None:
+            return
+        token = int(key.split(":")[1])
+        if engine.awaited != token:
+            runner.overdue_key = None
+            try:
+                self.store.cancel(runner.session_id, key)
+            except StoreError:
+                log.debug("cancelling timer %s failed", key)
+
+    def _done(self, runner: CallRunner, reason: str, *, logged: bool = False) -> None:
+        if runner.done:
+            return
+        runner.done = True
+        try:
+            if not logged:
+                self._own(runner, self.append(runner.session_id, "end", {"reason": reason},
+                                              key="end"))
+            self.store.finish(runner.session_id, reason)
+        except StoreError as error:
+            log.warning("call %s: recording its end failed: %s", shown(runner.session_id),
+                        error)
+        self.forget(runner)
+        if runner.call is not None:
+            self.host.call_finished(runner, runner.call)
+
+    def _broken(self, runner: CallRunner, why: str) -> None:
+        """A log that cannot be read: end this call through on_error, nothing else."""
+        log.error("call %s: %s; ending the call", shown(runner.session_id), why)
+        engine = runner.engine
+        runner.entries.clear()
+        runner.requests.clear()
+        if engine is not None and not engine.done:
+            runner.now = time.time()
+            try:
+                self._run(runner, LogEntry(runner.loaded, "abort", {}, runner.now),
+                          self._handle(runner, Abort(IvrError(f"the call's log is broken: "
+                                                              f"{why}"))))
+            except StoreError as error:
+                log.error("call %s: the store failed too (%s)", shown(runner.session_id), error)
+            if runner.done:
+                return
+        self.host.hang_up_unknown(runner.session_id, None)
+        runner.done = True
+        try:
+            self.store.finish(runner.session_id, "hangup")
+        except StoreError:
+            pass
+        self.forget(runner)
+
+
+def _outcome_event(token: int, data: dict[str, Any]) -> Sent | SendFailed:
+    if data.get("ok"):
+        return Sent(token, _opt(data.get("command_id")))
+    retry_after = data.get("retry_after")
+    status = int(data.get("status") or 0)
+    message = str(data.get("message") or "")
+    if retry_after is not None:
+        error: BaseException = RetryLater(status, data.get("error_code"), message,
+                                          retry_after=float(retry_after),
+                                          method=data.get("method") or "",
+                                          path=data.get("path") or "",
+                                          budget=_opt_float(data.get("budget")))
+        return SendFailed(token, error, retry_after=float(retry_after))
+    if data.get("platform"):
+        error = PlatformError(status, data.get("error_code"), message,
+                              method=data.get("method") or "", path=data.get("path") or "")
+    else:
+        error = IvrError(message)
+    return SendFailed(token, error)
+
+
+def _error_data(outcome: SendFailed) -> dict[str, Any]:
+    error = outcome.error
+    if isinstance(error, PlatformError):
+        return {"platform": True, "status": error.status, "error_code": error.error_code,
+                "message": error.message, "method": error.method, "path": error.path,
+                "retry_after": outcome.retry_after,
+                # the retry budget decides whether the engine resends: a replay must see it
+                "budget": getattr(error, "budget", None)}
+    return {"platform": False, "message": f"{type(error).__name__}: {error}",
+            "retry_after": outcome.retry_after}
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _rebuild_error(type_name: str, message: str, live: BaseException | None) -> BaseException:
+    """The exception an effect raised: the live one, or rebuilt from its logged type name
+    (``module.Qualname``) and message; a type that cannot be rebuilt becomes an IvrError."""
+    if live is not None:
+        return live
+    module, _, qualname = str(type_name).rpartition(".")
+    try:
+        target: Any = importlib.import_module(module or "builtins")
+        for part in qualname.split("."):
+            target = getattr(target, part)
+        if isinstance(target, type) and issubclass(target, Exception):
+            return target(message)
+    except Exception:  # noqa: BLE001 - any failure to rebuild falls back below
+        pass
+    return IvrError(f"{type_name}: {message}")
+
+
+def _opt(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True) if value is not None else "?"
+    return text if len(text) <= 120 else text[:117] + "..."

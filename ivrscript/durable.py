@@ -92,7 +92,7 @@ def script_identity(script: Callable[..., Any]) -> dict[str, str]:
     target = inspect.unwrap(script)
     try:
         source = inspect.getsource(target)
-    except (OSError, TypeError):
+    except Exception:  # no file, or a file edited since (a half-typed change: TokenError)
         source = getattr(getattr(target, "__code__", None), "co_code", b"").hex()
     try:
         filename = inspect.getsourcefile(target) or "?"

@@ -25,9 +25,9 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import TextIO
 
-from .cli import check_port_free
 from .errors import IvrError
 from .listener import CALLBACKS
+from .netutil import check_port_free
 from .simulator import Phone, PhoneEvent, Simulator
 
 __all__ = ["main", "callback_urls"]

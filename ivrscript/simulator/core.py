@@ -1,0 +1,371 @@
+"""The :class:`Simulator`: lifecycle, calls, callbacks out; the rules live beside it.
+
+Time
+  * ``speed`` divides every platform timer (play length, collect ``timeout`` and
+    ``interDigitTimeout``); token lifetimes and fault-injection delays are real time.
+  * All timers run on ONE scheduler thread; callbacks are delivered by a small fixed pool of
+    worker threads, one call's callbacks strictly in order. Threads never grow with calls.
+
+Calls
+  * ``on-call-enter`` that gets no 2xx (or no answer in 3 s) ends the call (``end_reason``
+    ``"hangup"``, ``Phone.error`` says why) WITHOUT on-call-exit: the app never took it.
+  * Forward, drop and caller hang-up stop the active play and collect without updates, then
+    send on-call-exit. The simulator never sends ``on-command-error`` (its payload is
+    undocumented); a play whose media fails gets a ``Failed`` update instead.
+  * RingOut: the simulated customer phone answers at once; the on-call-enter goes to the
+    connected app whose extension number equals ``to.phoneNumber`` (any ``to`` when exactly one
+    app is connected). GET reports ``InProgress`` until the app answers on-call-enter, then
+    ``Success`` (``GenericError`` if it refused). DELETE of a connected ring-out drops the call
+    as the app would (end reason ``"hangup"``). RingOut is never fault-injected.
+  * ``stop()`` ends calls in progress quietly (no callbacks): ``end_reason``
+    ``"caller-hangup"``, ``Phone.error`` ``"the simulator stopped"``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import IvrError
+from ..scheduler import Scheduler
+from .collect import CollectRules
+from .common import ACCOUNT_ID, ENTER, EXIT, AppLike, _callback_urls, _join
+from .courier import _DELIVERY_WORKERS, _Courier, _EventDispatcher, _Http, _Outgoing
+from .faults import callback_fault
+from .phone import Phone, PhoneEvent
+from .play import PlayRules
+from .routes import RestApi, RestRecord, _Connections, _make_server, _RingOut, _route_map, _Server
+
+_log = logging.getLogger("ivrscript.simulator")
+
+
+class Simulator(RestApi, PlayRules, CollectRules):
+    """A fake RingCentral platform over real HTTP on loopback. See the module docstring."""
+
+    def __init__(self, *, speed: float = 1.0, host: str = "127.0.0.1", port: int = 0,
+                 default_media_seconds: float = 2.0, collect_ids: bool = False,
+                 duplicate_callbacks: float = 0.0, late_callbacks: float = 0.0,
+                 rate_limited: float = 0.0, unavailable: float = 0.0, seed: int | str | None = None,
+                 token: str | None = None, token_ttl: float = 3600.0) -> None:
+        if not speed > 0:
+            raise ValueError(f"speed must be more than 0, got {speed!r}")
+        if default_media_seconds < 0:
+            raise ValueError(f"default_media_seconds must be >= 0, got {default_media_seconds!r}")
+        if token_ttl < 0:
+            raise ValueError(f"token_ttl must be >= 0 seconds, got {token_ttl!r}")
+        shares = {"duplicate_callbacks": duplicate_callbacks, "late_callbacks": late_callbacks,
+                  "rate_limited": rate_limited, "unavailable": unavailable}
+        for name, share in shares.items():
+            if not 0.0 <= share <= 1.0:
+                raise ValueError(f"{name} is a share between 0 and 1, got {share!r}")
+        if rate_limited + unavailable > 1.0:
+            raise ValueError("rate_limited + unavailable must not be more than 1")
+        self.speed = float(speed)
+        self.host = host
+        self.port = port
+        self.default_media_seconds = float(default_media_seconds)
+        self.collect_ids = collect_ids
+        self.duplicate_callbacks = duplicate_callbacks
+        self.late_callbacks = late_callbacks
+        self.rate_limited = rate_limited
+        self.unavailable = unavailable
+        self.seed: int | str = seed if seed is not None else secrets.randbits(32)
+        self.token: str = token or secrets.token_urlsafe(32)
+        self.token_ttl = float(token_ttl)
+        self.phones: list[Phone] = []
+        self.requests_log: list[RestRecord] = []
+        # Set to a list to log (sessionId, callback kind, time.monotonic()) as each callback is
+        # sent (the benchmarks measure the app's reaction time from it); None: not logged.
+        self.callback_log: list[tuple[str, str, float]] | None = None
+        self.token_grants = 0
+        # How many faults were injected, by kind (the names of the shares above).
+        self.faults_injected = dict.fromkeys(("duplicate_callbacks", "late_callbacks",
+                                              "rate_limited", "unavailable"), 0)
+
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._sessions: dict[str, Phone] = {}
+        self._apps: dict[str, dict[str, str]] = {}  # extension number -> callback URLs
+        self._extension_ids: dict[str, str] = {}
+        self._access_tokens: dict[str, float] = {}  # token -> expiry (monotonic)
+        self._refresh_tokens: dict[str, float] = {}
+        self._ring_outs: dict[str, _RingOut] = {}
+        self._media_cache: dict[str, float] = {}
+        self._ids = itertools.count(171888866234845407)
+        self._call_numbers = itertools.count(1)
+        self._scheduler = Scheduler("ivrscript-sim-timers")
+        self._courier = _Courier(self._deliver, _DELIVERY_WORKERS)
+        self._events = _EventDispatcher()
+        self._http = _Http()
+        self._server: _Server | None = None
+        self._server_thread: threading.Thread | None = None
+        self._url: str | None = None
+        self._connections = _Connections()
+        self._state = "new"  # -> "running" -> "stopped"
+        self._routes = _route_map()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The server's base URL, e.g. ``http://127.0.0.1:54321`` (REST under /restapi)."""
+        if self._url is None:
+            raise RuntimeError("the simulator is not started: call sim.start() or use "
+                               "'with Simulator() as sim:'")
+        return self._url
+
+    def start(self) -> Simulator:
+        """Start serving in background threads; returns the simulator."""
+        with self._lock:
+            if self._state == "running":
+                raise RuntimeError(f"this simulator is already running at {self._url}")
+            if self._state == "stopped":
+                raise RuntimeError("a stopped simulator cannot be restarted; build a new one")
+            self._state = "running"
+        try:
+            server = _make_server(self.host, self.port, self._wsgi, self._connections)
+        except OSError as exc:
+            with self._lock:
+                self._state = "new"
+            raise IvrError(f"the simulator cannot listen on {self.host}:{self.port}: {exc} "
+                           "(use port=0 for a free port)") from exc
+        self._server = server
+        host = self.host if ":" not in self.host else f"[{self.host}]"
+        self._url = f"http://{host}:{server.server_port}"
+        self._http.open()
+        self._scheduler.start()
+        self._courier.start()
+        self._events.start()
+        self._server_thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05},
+            name="ivrscript-sim-http", daemon=True)
+        self._server_thread.start()
+        _log.info("simulator serving at %s", self._url)
+        return self
+
+    def stop(self) -> None:
+        """Stop the server, timers and callback workers; end calls in progress quietly."""
+        with self._lock:
+            if self._state != "running":
+                self._state = "stopped"
+                return
+            self._state = "stopped"
+        if self._server is not None:
+            self._server.shutdown()
+            _join(self._server_thread, 5.0)
+            self._server.server_close()
+            self._connections.close_all()  # idle keep-alive connections hold a thread each
+        with self._changed:
+            for phone in self.phones:
+                if not phone.ended:
+                    phone.error = "the simulator stopped"
+                    self._end(phone, "caller-hangup", send_exit=False)
+            self._changed.notify_all()
+        self._scheduler.stop()
+        self._courier.stop()
+        self._events.stop()
+        self._http.close()
+
+    def __enter__(self) -> Simulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<Simulator {self._url or 'not started'} {self._state}, {len(self.phones)} calls>"
+
+    # -- apps, calls, tokens -----------------------------------------------------------------
+
+    def connect(self, app_or_urls: AppLike, extension_number: str = "201") -> None:
+        """Register an app as the account's IVR app extension ``extension_number``.
+
+        A RingOut whose ``to`` is that number (any ``to``, when only one app is connected)
+        rings that app. Connecting the same URLs again is harmless; new URLs on a known
+        extension number replace the old ones (a re-run notebook cell).
+        """
+        urls = _callback_urls(app_or_urls)
+        number = str(extension_number)
+        with self._lock:
+            for other, other_urls in list(self._apps.items()):
+                if other_urls == urls and other != number:
+                    del self._apps[other]
+            self._apps[number] = urls
+            self._extension_id(number)
+
+    def call(self, app_or_urls: AppLike, caller: str = "+15550100",
+             called: str | None = None) -> Phone:
+        """Ring the app; return the :class:`Phone` once on-call-enter has been answered.
+
+        ``called`` defaults to the extension number the app is connected under, else "201".
+        An on-call-enter without a 2xx answer ends the call (``phone.ended``, ``end_reason``
+        ``"hangup"``, ``phone.error`` says why).
+        """
+        urls = _callback_urls(app_or_urls)
+        self._require_running()
+        with self._lock:
+            number = next((n for n, u in self._apps.items() if u == urls), None)
+            if called is None:
+                called = number or "201"
+            phone = self._new_phone(urls, caller, called, self._extension_id(number or "201"),
+                                    claimed=True)
+            item = self._enter_item(phone)
+        try:
+            self._deliver(phone, item)
+        finally:
+            self._courier.release(phone)
+        return phone
+
+    def phone(self, session_id: str) -> Phone:
+        """The phone of a session; ``KeyError`` if the simulator has no such session."""
+        with self._lock:
+            try:
+                return self._sessions[session_id]
+            except KeyError:
+                raise KeyError(f"no call with session id {session_id!r}") from None
+
+    def expire_tokens(self) -> None:
+        """Invalidate every OAuth access token issued so far (not the static token)."""
+        with self._lock:
+            self._access_tokens.clear()
+
+    def add_listener(self, fn: Callable[[Phone, PhoneEvent], Any]) -> None:
+        """Call ``fn(phone, event)`` for every :class:`PhoneEvent` of every call, from one
+        background thread; exceptions in ``fn`` are logged and ignored."""
+        self._events.add(fn)
+
+    # -- internals: calls --------------------------------------------------------------------
+
+    def _require_running(self) -> None:
+        if self._state != "running":
+            raise RuntimeError("the simulator is not running: call sim.start() first "
+                               "(a stopped simulator cannot be restarted)")
+
+    def _extension_id(self, number: str) -> str:
+        with self._lock:
+            if number not in self._extension_ids:
+                self._extension_ids[number] = str(400137552008 + 1000 * len(self._extension_ids))
+            return self._extension_ids[number]
+
+    def _new_phone(self, urls: dict[str, str], caller: str, called: str, extension_id: str, *,
+                   claimed: bool) -> Phone:
+        phone = Phone(self, number=next(self._call_numbers),
+                      session_id="s-" + secrets.token_hex(16),
+                      caller_party_id="p-" + secrets.token_hex(16),
+                      app_party_id="p-" + secrets.token_hex(16),
+                      caller=caller, called=called, extension_id=extension_id, urls=urls)
+        phone._claimed = claimed
+        self.phones.append(phone)
+        self._sessions[phone.session_id] = phone
+        self._event(phone, "ring", f"{caller} -> {called}")
+        return phone
+
+    def _enter_item(self, phone: Phone) -> _Outgoing:
+        body = {
+            "accountId": ACCOUNT_ID,
+            "extensionId": phone.extension_id,
+            "inParty": {"from": {"phoneNumber": phone.caller}, "id": phone.caller_party_id,
+                        "to": {"phoneNumber": phone.called}},
+            "partyId": phone.app_party_id,
+            "sessionId": phone.session_id,
+        }
+        return _Outgoing(ENTER, phone._urls[ENTER], body)
+
+    def _event(self, phone: Phone, kind: str, details: str = "") -> None:
+        event = PhoneEvent(kind, details, round(time.monotonic() - phone._started, 6))
+        phone.transcript.append(event)
+        if self._events.active:
+            self._events.post(phone, event)
+
+    def _body(self, phone: Phone, **fields: Any) -> dict[str, Any]:
+        return {"accountId": ACCOUNT_ID, "extensionId": phone.extension_id, **fields,
+                "sessionId": phone.session_id}
+
+    def _queue(self, phone: Phone, kind: str, body: dict[str, Any]) -> None:
+        """Queue a callback (not on-call-enter) for delivery, with the call's injected faults."""
+        url = phone._urls.get(kind)
+        if url is None or self._state != "running":
+            return
+        item = _Outgoing(kind, url, body)
+        copies, delay = callback_fault(phone._callback_rng, self.duplicate_callbacks,
+                                       self.late_callbacks,
+                                       body.get("command") != "Collect" or self.collect_ids)
+        with self._lock:
+            self.faults_injected["duplicate_callbacks"] += copies - 1
+            self.faults_injected["late_callbacks"] += delay > 0
+
+        def submit() -> None:
+            for _ in range(copies):
+                self._courier.submit(phone, item)
+
+        if delay:
+            self._scheduler.call_later(delay, submit)
+        else:
+            submit()
+
+    def _post(self, item: _Outgoing) -> tuple[int | None, str | None]:
+        if not self._http.is_open:
+            return None, "the simulator is not running"
+        sent_log = self.callback_log
+        if sent_log is not None:
+            sent_log.append((item.body["sessionId"], item.kind, time.monotonic()))
+        return self._http.post(item.url, item.body)
+
+    def _deliver(self, phone: Phone, item: _Outgoing) -> None:
+        status, problem = self._post(item)
+        if item.kind != ENTER:
+            if problem:
+                _log.warning("simulator: %s for %s: the app %s", item.kind, phone.session_id,
+                             problem)
+            return
+        with self._changed:
+            phone._enter_done = True
+            if problem is None:
+                phone._entered = True
+                self._event(phone, "answered", str(status))
+            elif not phone.ended:
+                _log.warning("simulator: on-call-enter for %s: the app %s; the call ends",
+                             phone.session_id, problem)
+                phone.error = f"on-call-enter: the app {problem}"
+                self._event(phone, "error", phone.error)
+                self._end(phone, "hangup", send_exit=False)
+                self._courier.discard(phone)
+            self._changed.notify_all()
+
+    def _end(self, phone: Phone, reason: str, *, send_exit: bool = True,
+             forwarded_to: str | None = None) -> None:
+        """End a call (under the lock): stop its commands without updates, then exit."""
+        if phone.ended:
+            return
+        self._stop_commands(phone)
+        phone.ended = True
+        phone.end_reason = reason
+        phone.forwarded_to = forwarded_to
+        if send_exit:
+            self._queue(phone, EXIT, {"accountId": ACCOUNT_ID, "extensionId": phone.extension_id,
+                                      "partyId": phone.app_party_id,
+                                      "sessionId": phone.session_id})
+        self._event(phone, "exit", reason)
+        self._changed.notify_all()
+
+    def _stop_commands(self, phone: Phone) -> None:
+        play, collect = phone._play, phone._collect
+        if play is not None and play.timer is not None:
+            play.timer.cancel()
+        if collect is not None:
+            collect.cancel_timers()
+        phone._play = None
+        phone._collect = None
+        phone.playing = None
+
+    def _caller_hang_up(self, phone: Phone) -> None:
+        with self._changed:
+            if phone.ended:
+                return
+            self._event(phone, "caller-hangup")
+            self._end(phone, "caller-hangup")

@@ -297,7 +297,8 @@ class App:
 
     # -- callbacks (listener threads: be quick) ----------------------------------------------
 
-    def _on_callback(self, kind: str, body: dict[str, Any], received: float) -> None:
+    def _on_callback(self, kind: str, body: dict[str, Any], received: float
+                     ) -> Callable[[], None] | None:
         session_id = body["sessionId"]
         for observer in self._observers:
             try:
@@ -305,8 +306,7 @@ class App:
             except Exception:  # a broken recorder or viewer must not lose the call's event
                 log.exception("observer %r failed on %s for call %s", observer, kind, session_id)
         if kind == "on-call-enter":
-            self._on_enter(body)
-            return
+            return self._on_enter(body)  # the listener starts the call once its 204 is sent
         event = callback_event(kind, body, received)
         if not self._deliver(session_id, event):
             if session_id in self._ended_sessions:
@@ -314,7 +314,7 @@ class App:
             else:
                 log.info("%s for unknown session %s ignored", kind, _shown(session_id))
 
-    def _on_enter(self, body: dict[str, Any]) -> None:
+    def _on_enter(self, body: dict[str, Any]) -> Callable[[], None] | None:
         session_id = body["sessionId"]
         call = call_from_enter(body)
         script = self._script
@@ -324,7 +324,7 @@ class App:
         with self._lock:
             if session_id in self._runners or session_id in self._ended_sessions:
                 log.info("duplicate on-call-enter for %s ignored", _shown(session_id))
-                return
+                return None
             self._runners[session_id] = _Runner(engine, call)
             self.calls.append(call)
             self._entered.notify_all()
@@ -336,7 +336,7 @@ class App:
                     entered(call)
                 except Exception:
                     log.exception("observer %r failed for call %s", observer, session_id)
-        self._deliver(session_id, _START)
+        return lambda: self._deliver(session_id, _START)
 
     def _deliver(self, session_id: str, event: Any) -> bool:
         with self._lock:

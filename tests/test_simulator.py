@@ -52,6 +52,8 @@ class Receiver:
         self.media: dict[str, bytes] = {}
         self.media_gets: list[str] = []
         self.enter_status = 204
+        # called with the on-call-enter body before it is answered (an app racing its 204)
+        self.on_enter: Callable[[dict[str, Any]], None] | None = None
         self._server: BaseWSGIServer = make_server("127.0.0.1", 0, self._wsgi, threaded=True,
                                                    request_handler=_Quiet)
         self.base = f"http://127.0.0.1:{self._server.server_port}"
@@ -68,9 +70,12 @@ class Receiver:
                 return Response("no such file", status=404)
             return Response(self.media[name], mimetype="audio/wav")
         kind = request.path.removeprefix("/cb/")
+        body = request.get_json()
         with self.cond:
-            self.posts.append((kind, request.get_json()))
+            self.posts.append((kind, body))
             self.cond.notify_all()
+        if kind == "on-call-enter" and self.on_enter is not None:
+            self.on_enter(body)
         return Response(status=self.enter_status if kind == "on-call-enter" else 204)
 
     @property

@@ -9,6 +9,11 @@ Time
 Calls
   * ``on-call-enter`` that gets no 2xx (or no answer in 3 s) ends the call (``end_reason``
     ``"hangup"``, ``Phone.error`` says why) WITHOUT on-call-exit: the app never took it.
+  * Commands come after the answer: a Play, Collect or Forward whose request line arrived
+    before the app's answer to on-call-enter did is answered 409 ``CMN-409``. "Arrived" is
+    told at the sockets (the answer's bytes were readable when the command's request line had
+    been read), so an app that answers first is never blamed for the simulator's own delay in
+    reading the answer; one whose command is sent while its 204 is still being written is.
   * Forward, drop and caller hang-up stop the active play and collect without updates, then
     send on-call-exit. The simulator never sends ``on-command-error`` (its payload is
     undocumented); a play whose media fails gets a ``Failed`` update instead.
@@ -26,6 +31,7 @@ from __future__ import annotations
 import itertools
 import logging
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -35,7 +41,7 @@ from ..errors import IvrError
 from ..scheduler import Scheduler
 from .collect import CollectRules
 from .common import ACCOUNT_ID, ENTER, EXIT, AppLike, _callback_urls, _join
-from .courier import _DELIVERY_WORKERS, _Courier, _EventDispatcher, _Http, _Outgoing
+from .courier import _DELIVERY_WORKERS, _Courier, _EventDispatcher, _Http, _Outgoing, _readable
 from .faults import callback_fault
 from .phone import Phone, PhoneEvent
 from .play import PlayRules
@@ -98,6 +104,9 @@ class Simulator(RestApi, PlayRules, CollectRules):
         self._media_cache: dict[str, float] = {}
         self._ids = itertools.count(171888866234845407)
         self._call_numbers = itertools.count(1)
+        # on-call-enter answers: those awaited, and a count of those arrived (see routes.py)
+        self._entering: dict[str, Phone] = {}
+        self._arrivals = 0
         self._scheduler = Scheduler("ivrscript-sim-timers")
         self._courier = _Courier(self._deliver, _DELIVERY_WORKERS)
         self._events = _EventDispatcher()
@@ -128,7 +137,8 @@ class Simulator(RestApi, PlayRules, CollectRules):
                 raise RuntimeError("a stopped simulator cannot be restarted; build a new one")
             self._state = "running"
         try:
-            server = _make_server(self.host, self.port, self._wsgi, self._connections)
+            server = _make_server(self.host, self.port, self._wsgi, self._connections,
+                                  self._answers_arrived)
         except OSError as exc:
             with self._lock:
                 self._state = "new"
@@ -276,6 +286,15 @@ class Simulator(RestApi, PlayRules, CollectRules):
         }
         return _Outgoing(ENTER, phone._urls[ENTER], body)
 
+    def _answers_arrived(self) -> tuple[int, frozenset[str]]:
+        """A snapshot, taken as a REST request arrives: (the last on-call-enter answer
+        arrival counted, the sessions whose answer has arrived but is not yet counted)."""
+        with self._lock:
+            entering = [(sid, p._enter_sock) for sid, p in self._entering.items()
+                        if p._enter_sock is not None]
+            ready = _readable([sock for _, sock in entering], 0.0) if entering else []
+            return self._arrivals, frozenset(sid for sid, sock in entering if sock in ready)
+
     def _event(self, phone: Phone, kind: str, details: str = "") -> None:
         event = PhoneEvent(kind, details, round(time.monotonic() - phone._started, 6))
         phone.transcript.append(event)
@@ -314,6 +333,25 @@ class Simulator(RestApi, PlayRules, CollectRules):
         sent_log = self.callback_log
         if sent_log is not None:
             sent_log.append((item.body["sessionId"], item.kind, time.monotonic()))
+        if item.kind == ENTER:
+            phone = self._sessions[item.body["sessionId"]]
+
+            def connected(sock: socket.socket) -> None:
+                with self._lock:
+                    phone._enter_sock = sock
+                    self._entering[phone.session_id] = phone
+
+            def arrived() -> None:
+                with self._changed:
+                    if phone._enter_arrival is None:
+                        self._arrivals += 1
+                        phone._enter_arrival = self._arrivals
+                    phone._enter_sock = None
+                    self._entering.pop(phone.session_id, None)
+                    self._changed.notify_all()
+
+            return self._http.post_watched(item.url, item.body, connected=connected,
+                                           arrived=arrived)
         return self._http.post(item.url, item.body)
 
     def _deliver(self, phone: Phone, item: _Outgoing) -> None:

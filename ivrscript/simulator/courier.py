@@ -3,12 +3,18 @@ dispatcher for listeners, and the one pooled HTTP client (requests) the simulato
 
 from __future__ import annotations
 
+import http.client
+import json
 import logging
+import select
+import socket
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -24,6 +30,23 @@ _CALLBACK_TIMEOUT = 3.0
 _MEDIA_TIMEOUT = 3.0
 _MEDIA_MAX_BYTES = 1 << 20  # enough for any WAV header
 _DELIVERY_WORKERS = 8
+
+
+def _readable(socks: list[socket.socket], timeout: float) -> list[socket.socket]:
+    """The sockets with bytes to read (or closed by the peer), waiting up to ``timeout``.
+    poll where there is one: select() cannot watch descriptors past FD_SETSIZE."""
+    if not socks:
+        return []
+    if not hasattr(select, "poll"):
+        return select.select(socks, [], [], timeout)[0]
+    poller = select.poll()
+    by_fd = {}
+    for sock in socks:
+        fd = sock.fileno()
+        if fd >= 0:
+            by_fd[fd] = sock
+            poller.register(fd, select.POLLIN)
+    return [by_fd[fd] for fd, _ in poller.poll(timeout * 1000.0) if fd in by_fd]
 
 
 @dataclass(eq=False)
@@ -188,6 +211,43 @@ class _Http:
         if 200 <= response.status_code < 300:
             return response.status_code, None
         return response.status_code, f"answered {response.status_code}"
+
+    def post_watched(self, url: str, body: dict[str, Any], *,
+                     connected: Callable[[socket.socket], None],
+                     arrived: Callable[[], None]) -> tuple[int | None, str | None]:
+        """POST on a connection of its own (``http.client``), telling the caller when its socket
+        is connected (before anything is sent) and when the answer's first bytes have arrived
+        (before any is read): so a request that came in meanwhile can be told to have come
+        before or after the answer was sent. Same result as :meth:`post`."""
+        if self._session is None:
+            return None, "the simulator is not running"
+        parts = urlsplit(url)
+        factory = (http.client.HTTPSConnection if parts.scheme == "https"
+                   else http.client.HTTPConnection)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        deadline = time.monotonic() + _CALLBACK_TIMEOUT
+        connection = factory(parts.hostname or "", parts.port, timeout=_CALLBACK_TIMEOUT)
+        try:
+            connection.connect()
+            sock = connection.sock
+            if sock is None:
+                raise OSError("not connected")
+            connected(sock)
+            connection.request("POST", path, body=json.dumps(body).encode(),
+                               headers={"Content-Type": "application/json"})
+            if not _readable([sock], max(0.0, deadline - time.monotonic())):
+                raise TimeoutError("no answer within the timeout")
+            arrived()
+            response = connection.getresponse()
+            response.read()
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            return None, f"no answer ({type(exc).__name__})"
+        finally:
+            arrived()
+            connection.close()
+        if 200 <= response.status < 300:
+            return response.status, None
+        return response.status, f"answered {response.status}"
 
     def media_head(self, uri: str) -> bytes | None:
         """The start of a media file (enough for a WAV header); None on any failure."""

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections import deque
 from collections.abc import Callable
@@ -85,8 +86,11 @@ class Phone:
         self._play_ids: set[str] = set()
         self._collect: _CollectState | None = None
         self._buffer: deque[str] = deque(maxlen=_BUFFER_KEYS)
-        self._enter_done = False
-        self._entered = False
+        self._enter_done = False  # on-call-enter's answer was read (2xx or not)
+        self._entered = False  # ... and it was a 2xx: the app took the call
+        # the count of its answer's arrival (first bytes, or no answer); None: not yet
+        self._enter_arrival: int | None = None
+        self._enter_sock: socket.socket | None = None  # while its answer is awaited
         # owned by the courier (under its lock)
         self._outbox: deque[_Outgoing] = deque()
         self._claimed = False

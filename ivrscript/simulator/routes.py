@@ -41,6 +41,7 @@ from werkzeug.wrappers import Request, Response
 
 from .collect import _PATTERN, _CollectState
 from .common import ACCOUNT_ID, _origin
+from .courier import _CALLBACK_TIMEOUT
 from .faults import rest_fault
 from .play import _PlayState
 
@@ -56,6 +57,7 @@ _REFRESH_TTL = 604800
 _V1 = "/restapi/v1.0/account/<account>"
 _SESSION = f"{_V1}/telephony/sessions/<session_id>"
 _PARTY = f"{_SESSION}/parties/<party_id>"
+_ANSWERED_KEY = "ivrscript.simulator.answered"
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,18 @@ class _QuietHandler(WSGIRequestHandler):
             connections.discard(self.connection)
         super().finish()
 
+    def parse_request(self) -> bool:
+        # The request line has just arrived: note which on-call-enter answers had arrived
+        # before it, so a command can be told to have come before the app's answer (409).
+        arrivals = getattr(self.server, "ivrscript_arrivals", None)
+        self.ivrscript_answered = arrivals() if arrivals is not None else None
+        return bool(super().parse_request())
+
+    def make_environ(self) -> dict[str, Any]:
+        environ = super().make_environ()
+        environ[_ANSWERED_KEY] = getattr(self, "ivrscript_answered", None)
+        return environ
+
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         pass
 
@@ -191,10 +205,12 @@ _Server = BaseWSGIServer
 
 
 def _make_server(host: str, port: int, app: Callable[..., Iterable[bytes]],
-                 connections: _Connections) -> _Server:
+                 connections: _Connections,
+                 arrivals: Callable[[], tuple[int, frozenset[str]]]) -> _Server:
     """werkzeug's threaded server with quiet, tracked request handlers (OSError if taken)."""
     server = make_server(host, port, app, threaded=True, request_handler=_QuietHandler)
     server.ivrscript_connections = connections  # type: ignore[attr-defined]
+    server.ivrscript_arrivals = arrivals  # type: ignore[attr-defined]
     return server
 
 
@@ -333,11 +349,15 @@ class RestApi:
                 raise _ApiError(fault.status, fault.code, fault.message, headers=fault.headers)
             return phone
 
-    def _check_live(self: Simulator, phone: Phone, party_id: str | None, role: str | None) -> None:
-        """Under the lock: the session is in progress and ``party_id`` is the ``role`` party."""
+    def _check_live(self: Simulator, phone: Phone, party_id: str | None, role: str | None, *,
+                    request: Request | None = None) -> None:
+        """Under the lock: the session is in progress, its on-call-enter had been answered when
+        ``request`` (a command) came (else 409) and ``party_id`` is the ``role`` party."""
         if phone.ended:
             raise _not_found("sessionId", f"call session {phone.session_id} has ended "
                              f"({phone.end_reason})")
+        if request is not None:
+            self._check_answered(phone, request)
         if party_id is None or role is None:
             return
         caller, app = phone.caller_party_id, phone.app_party_id
@@ -352,6 +372,24 @@ class RestApi:
             raise _not_found("partyId", f"{party_id}: {hint}")
         raise _not_found("partyId", f"no party {party_id} in session {phone.session_id}")
 
+    def _check_answered(self: Simulator, phone: Phone, request: Request) -> None:
+        """Under the lock: 409 ``CMN-409`` if the app's answer to on-call-enter had not arrived
+        when this command's request line did (the snapshot its handler took then; without one,
+        now). An answer that had arrived but is still being read counts as sent: wait for it
+        to be read (the call ends if it was not a 2xx)."""
+        if phone._enter_done:
+            return
+        snapshot = request.environ.get(_ANSWERED_KEY) or self._answers_arrived()
+        last, ready = snapshot
+        arrival = phone._enter_arrival
+        if not ((arrival is not None and arrival <= last) or phone.session_id in ready):
+            raise _ApiError(409, "CMN-409", "command before on-call-enter was answered: send "
+                            "commands only once the 204 to on-call-enter has been sent")
+        self._changed.wait_for(lambda: phone._enter_done, _CALLBACK_TIMEOUT)
+        if phone.ended:
+            raise _not_found("sessionId", f"call session {phone.session_id} has ended "
+                             f"({phone.end_reason})")
+
     def _reject(self: Simulator, phone: Phone, request: Request, exc: _ApiError) -> _ApiError:
         with self._lock:
             self._event(phone, "rejected", f"{request.method} {request.path.rsplit('/', 1)[-1]}"
@@ -363,7 +401,7 @@ class RestApi:
         phone = self._command_session(session_id)
         try:
             with self._lock:
-                self._check_live(phone, party_id, "caller")
+                self._check_live(phone, party_id, "caller", request=request)
             body = self._json_object(request, record)
             resources = body.get("resources")
             if not isinstance(resources, list) or not resources:
@@ -413,7 +451,7 @@ class RestApi:
         phone = self._command_session(session_id)
         try:
             with self._lock:
-                self._check_live(phone, party_id, "caller")
+                self._check_live(phone, party_id, "caller", request=request)
             body = self._json_object(request, record)
             patterns = body.get("patterns")
             if not isinstance(patterns, list) or not patterns or not all(
@@ -452,7 +490,7 @@ class RestApi:
         phone = self._command_session(session_id)
         try:
             with self._lock:
-                self._check_live(phone, party_id, "app")
+                self._check_live(phone, party_id, "app", request=request)
             body = self._json_object(request, record)
             given = {k: body[k] for k in ("extensionNumber", "phoneNumber") if k in body}
             if len(given) != 1:

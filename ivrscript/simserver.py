@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--speed", type=float, default=1.0,
                         help="divides every platform timer (default 1)")
     parser.add_argument("--token", help="the static Bearer token to accept (default: random)")
+    parser.add_argument("--callback-retry", type=float, default=10.0, metavar="SECONDS",
+                        help="keep trying a callback (update, exit) the app did not take for "
+                             "up to this long (default 10; 0: never)")
     parser.add_argument("--connect", metavar="URL", action="append", default=[],
                         help="register an app (callback or base URL) at start, for RingOut; "
                              "repeat for more apps (extensions 201, 202, ...)")
@@ -132,7 +135,8 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
     out, err, inp = stdout or sys.stdout, stderr or sys.stderr, stdin or sys.stdin
     args = build_parser().parse_args(argv)
     try:
-        sim = Simulator(speed=args.speed, host=args.host, port=args.port, token=args.token)
+        sim = Simulator(speed=args.speed, host=args.host, port=args.port, token=args.token,
+                        callback_retry=args.callback_retry)
     except ValueError as error:
         print(f"simulator: {error}", file=err, flush=True)
         return 2

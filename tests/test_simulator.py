@@ -46,16 +46,18 @@ class _Quiet(WSGIRequestHandler):
 class Receiver:
     """A real app endpoint: records posted callbacks, serves media under /media/<name>."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.cond = threading.Condition()
         self.posts: list[tuple[str, dict[str, Any]]] = []
         self.media: dict[str, bytes] = {}
         self.media_gets: list[str] = []
         self.enter_status = 204
+        self.status = 204  # the answer to the other callbacks
         # called with the on-call-enter body before it is answered (an app racing its 204)
         self.on_enter: Callable[[dict[str, Any]], None] | None = None
-        self._server: BaseWSGIServer = make_server("127.0.0.1", 0, self._wsgi, threaded=True,
-                                                   request_handler=_Quiet)
+        self._server: BaseWSGIServer = make_server("127.0.0.1", port, self._wsgi,
+                                                   threaded=True, request_handler=_Quiet)
+        self.port = self._server.server_port
         self.base = f"http://127.0.0.1:{self._server.server_port}"
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={"poll_interval": 0.05}, daemon=True)
@@ -76,7 +78,7 @@ class Receiver:
             self.cond.notify_all()
         if kind == "on-call-enter" and self.on_enter is not None:
             self.on_enter(body)
-        return Response(status=self.enter_status if kind == "on-call-enter" else 204)
+        return Response(status=self.enter_status if kind == "on-call-enter" else self.status)
 
     @property
     def callback_urls(self) -> dict[str, str]:

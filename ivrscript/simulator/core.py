@@ -9,6 +9,11 @@ Time
 Calls
   * ``on-call-enter`` that gets no 2xx (or no answer in 3 s) ends the call (``end_reason``
     ``"hangup"``, ``Phone.error`` says why) WITHOUT on-call-exit: the app never took it.
+  * A later callback (update, exit) that fails to connect, times out (3 s) or gets a 5xx is
+    tried again after 0.1 s, then 0.2, 0.4 ... up to 1 s between tries (real time, not divided
+    by ``speed``), until ``callback_retry`` seconds (default 10; 0: never) have passed since
+    it first failed; then it is dropped with a warning. Meanwhile the call's later callbacks
+    wait behind it, so its order holds; no thread waits. A 4xx is not tried again.
   * Commands come after the answer: a Play, Collect or Forward whose request line arrived
     before the app's answer to on-call-enter did is answered 409 ``CMN-409``. "Arrived" is
     told at the sockets (the answer's bytes were readable when the command's request line had
@@ -49,6 +54,9 @@ from .routes import RestApi, RestRecord, _Connections, _make_server, _RingOut, _
 
 _log = logging.getLogger("ivrscript.simulator")
 
+_RETRY_FIRST = 0.1  # seconds before the first retry of a failed callback; doubles each time
+_RETRY_MAX = 1.0  # ... up to this
+
 
 class Simulator(RestApi, PlayRules, CollectRules):
     """A fake RingCentral platform over real HTTP on loopback. See the module docstring."""
@@ -57,13 +65,16 @@ class Simulator(RestApi, PlayRules, CollectRules):
                  default_media_seconds: float = 2.0, collect_ids: bool = False,
                  duplicate_callbacks: float = 0.0, late_callbacks: float = 0.0,
                  rate_limited: float = 0.0, unavailable: float = 0.0, seed: int | str | None = None,
-                 token: str | None = None, token_ttl: float = 3600.0) -> None:
+                 token: str | None = None, token_ttl: float = 3600.0,
+                 callback_retry: float = 10.0) -> None:
         if not speed > 0:
             raise ValueError(f"speed must be more than 0, got {speed!r}")
         if default_media_seconds < 0:
             raise ValueError(f"default_media_seconds must be >= 0, got {default_media_seconds!r}")
         if token_ttl < 0:
             raise ValueError(f"token_ttl must be >= 0 seconds, got {token_ttl!r}")
+        if not 0 <= callback_retry < float("inf"):
+            raise ValueError(f"callback_retry must be >= 0 seconds, got {callback_retry!r}")
         shares = {"duplicate_callbacks": duplicate_callbacks, "late_callbacks": late_callbacks,
                   "rate_limited": rate_limited, "unavailable": unavailable}
         for name, share in shares.items():
@@ -83,6 +94,7 @@ class Simulator(RestApi, PlayRules, CollectRules):
         self.seed: int | str = seed if seed is not None else secrets.randbits(32)
         self.token: str = token or secrets.token_urlsafe(32)
         self.token_ttl = float(token_ttl)
+        self.callback_retry = float(callback_retry)
         self.phones: list[Phone] = []
         self.requests_log: list[RestRecord] = []
         # Set to a list to log (sessionId, callback kind, time.monotonic()) as each callback is
@@ -108,7 +120,7 @@ class Simulator(RestApi, PlayRules, CollectRules):
         self._entering: dict[str, Phone] = {}
         self._arrivals = 0
         self._scheduler = Scheduler("ivrscript-sim-timers")
-        self._courier = _Courier(self._deliver, _DELIVERY_WORKERS)
+        self._courier = _Courier(self._deliver, _DELIVERY_WORKERS, self._scheduler.call_later)
         self._events = _EventDispatcher()
         self._http = _Http()
         self._server: _Server | None = None
@@ -310,7 +322,6 @@ class Simulator(RestApi, PlayRules, CollectRules):
         url = phone._urls.get(kind)
         if url is None or self._state != "running":
             return
-        item = _Outgoing(kind, url, body)
         copies, delay = callback_fault(phone._callback_rng, self.duplicate_callbacks,
                                        self.late_callbacks,
                                        body.get("command") != "Collect" or self.collect_ids)
@@ -320,7 +331,7 @@ class Simulator(RestApi, PlayRules, CollectRules):
 
         def submit() -> None:
             for _ in range(copies):
-                self._courier.submit(phone, item)
+                self._courier.submit(phone, _Outgoing(kind, url, body))
 
         if delay:
             self._scheduler.call_later(delay, submit)
@@ -354,13 +365,12 @@ class Simulator(RestApi, PlayRules, CollectRules):
                                            arrived=arrived)
         return self._http.post(item.url, item.body)
 
-    def _deliver(self, phone: Phone, item: _Outgoing) -> None:
+    def _deliver(self, phone: Phone, item: _Outgoing) -> float | None:
+        """Send one callback; None when done with it, else the seconds until the next try."""
         status, problem = self._post(item)
+        item.attempts += 1
         if item.kind != ENTER:
-            if problem:
-                _log.warning("simulator: %s for %s: the app %s", item.kind, phone.session_id,
-                             problem)
-            return
+            return None if problem is None else self._retry_in(phone, item, status, problem)
         with self._changed:
             phone._enter_done = True
             if problem is None:
@@ -374,6 +384,26 @@ class Simulator(RestApi, PlayRules, CollectRules):
                 self._end(phone, "hangup", send_exit=False)
                 self._courier.discard(phone)
             self._changed.notify_all()
+        return None
+
+    def _retry_in(self, phone: Phone, item: _Outgoing, status: int | None,
+                  problem: str) -> float | None:
+        """A later callback failed: the backoff before its next try, or None to drop it (a 4xx,
+        or ``callback_retry`` seconds since its first failure have passed)."""
+        now = time.monotonic()
+        if item.failing_since is None:
+            item.failing_since = now
+        left = item.failing_since + self.callback_retry - now
+        if (status is None or status >= 500) and left > 0 and self._state == "running":
+            delay = min(_RETRY_FIRST * 2 ** (item.attempts - 1), _RETRY_MAX, left)
+            _log.info("simulator: %s for %s: the app %s; trying again in %.2f s", item.kind,
+                      phone.session_id, problem, delay)
+            return delay
+        tried = (f" (dropped after {item.attempts} tries in {now - item.failing_since:.1f} s)"
+                 if item.attempts > 1 else "")
+        _log.warning("simulator: %s for %s: the app %s%s", item.kind, phone.session_id,
+                     problem, tried)
+        return None
 
     def _end(self, phone: Phone, reason: str, *, send_exit: bool = True,
              forwarded_to: str | None = None) -> None:

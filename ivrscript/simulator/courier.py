@@ -54,17 +54,24 @@ class _Outgoing:
     kind: str
     url: str
     body: dict[str, Any]
+    attempts: int = 0  # deliveries tried so far
+    failing_since: float | None = None  # time.monotonic() of the first failed attempt
 
 
 class _Courier:
     """Delivers callbacks on a fixed pool of threads, each call's callbacks in order.
 
     A call is in the ready queue at most once; the worker that takes it delivers one callback
-    and puts it back at the end if it has more, so calls share the workers fairly.
+    and puts it back at the end if it has more, so calls share the workers fairly. ``deliver``
+    returns None when the callback is done with, or the seconds after which to try it again:
+    then it goes back to the front of the call's outbox and the call stays claimed (its later
+    callbacks wait behind it) until ``call_later`` gives it back, holding no thread meanwhile.
     """
 
-    def __init__(self, deliver: Callable[[Phone, _Outgoing], None], workers: int) -> None:
+    def __init__(self, deliver: Callable[[Phone, _Outgoing], float | None], workers: int,
+                 call_later: Callable[[float, Callable[[], None]], Any]) -> None:
         self._deliver = deliver
+        self._call_later = call_later
         self._cond = threading.Condition()
         self._ready: deque[Phone] = deque()
         self._stopped = False
@@ -107,13 +114,20 @@ class _Courier:
                     return
                 phone = self._ready.popleft()
                 item = phone._outbox.popleft() if phone._outbox else None
+            retry_in: float | None = None
             try:
                 if item is not None:
-                    self._deliver(phone, item)
+                    retry_in = self._deliver(phone, item)
             except Exception:
                 _log.exception("simulator callback delivery failed")
-            finally:
+            if retry_in is None or item is None:
                 self.release(phone)
+                continue
+            with self._cond:
+                if self._stopped:
+                    continue
+                phone._outbox.appendleft(item)
+            self._call_later(retry_in, lambda phone=phone: self.release(phone))
 
     def stop(self) -> None:
         with self._cond:

@@ -562,13 +562,28 @@ def test_collect_terminator(sim_api: tuple[Simulator, Api], receiver: Receiver) 
 
 
 @pytest.mark.parametrize("terminator", ["absent", None])
-def test_collect_without_terminator_takes_hash_as_a_key(
+def test_collect_without_terminator_ends_on_hash(
         sim_api: tuple[Simulator, Api], receiver: Receiver, terminator: str | None) -> None:
-    """A terminator absent or null means none: '#' is an ordinary key."""
+    """A terminator absent or null means '#' (the guide's default): '#' ends the input, and
+    a pattern that needs '#' as a key cannot be completed."""
     sim, api = sim_api
     phone = sim.call(receiver)
     extra = {} if terminator == "absent" else {"terminator": None}
+    api.collect(phone, "1", "12", **extra)
+    phone.press("1#")
     api.collect(phone, "#", "1#", **extra)
+    phone.press("1#")
+    first, second = receiver.wait(phone.session_id, 2)
+    assert (first["status"], first["parameters"]["digits"]) == ("Completed", "1")
+    assert (second["status"], second["parameters"]["digits"]) == ("Not Found", "1")
+
+
+def test_collect_with_star_terminator_takes_hash_as_a_key(
+        sim_api: tuple[Simulator, Api], receiver: Receiver) -> None:
+    """With terminator '*', '#' is an ordinary key (how a menu offers '#' as a choice)."""
+    sim, api = sim_api
+    phone = sim.call(receiver)
+    api.collect(phone, "#", "1#", terminator="*")
     phone.press("1#")
     (update,) = receiver.wait(phone.session_id)
     assert (update["status"], update["parameters"]["digits"]) == ("Completed", "1#")

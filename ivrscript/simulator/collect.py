@@ -3,8 +3,10 @@
 Collect
   * ``patterns``: strings of ``0-9 * # x`` (``X`` taken as ``x``; ``x`` is any digit 0-9).
     ``timeout`` (default 10000 ms) and ``interDigitTimeout`` (default 3000 ms) are
-    milliseconds > 0. ``terminator``: ``"#"`` or ``"*"``; ABSENT or null means NO terminator
-    (then ``#``/``*`` are ordinary keys). A key equal to the terminator always terminates.
+    milliseconds > 0. ``terminator``: ``"#"`` or ``"*"``; absent or null means ``"#"`` (the
+    guide: "``#`` by default"; whether the real platform has a way to switch the terminator off
+    is unknown, so the simulator has none). A key equal to the terminator always terminates;
+    the other of ``#`` and ``*`` is an ordinary key.
     ``resetInput`` defaults to true.
   * Keys go to the active collect, else to the party's input buffer (the last 64 keys are
     kept). Digits a collect consumed are never put back in the buffer; with
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from .phone import Phone
 
 _PATTERN = re.compile(r"^[0-9*#xX]+$")
+_DEFAULT_TERMINATOR = "#"  # when a Collect has no terminator (or null)
 
 
 @dataclass(eq=False)
@@ -40,7 +43,7 @@ class _CollectState:
     patterns: tuple[str, ...]
     timeout: float  # seconds, before speed
     inter_digit: float  # seconds, before speed
-    terminator: str | None
+    terminator: str
     command_id: str | None
     digits: str = ""
     fed_by_press: bool = False
@@ -98,7 +101,7 @@ class CollectRules:
         self._changed.notify_all()
 
     def _collect_key(self: Simulator, phone: Phone, collect: _CollectState, key: str) -> None:
-        if collect.terminator is not None and key == collect.terminator:
+        if key == collect.terminator:
             exact, _ = _match_state(collect.patterns, collect.digits)
             self._finish_collect(phone, collect, "Completed" if exact else "Not Found")
             return

@@ -39,7 +39,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-from .collect import _PATTERN, _CollectState
+from .collect import _DEFAULT_TERMINATOR, _PATTERN, _CollectState
 from .common import ACCOUNT_ID, _origin
 from .courier import _CALLBACK_TIMEOUT
 from .faults import rest_fault
@@ -466,7 +466,7 @@ class RestApi:
                 times[name] = value / 1000.0
             terminator = body.get("terminator")
             if terminator not in (None, "#", "*"):
-                raise _bad("terminator", f"'#', '*' or absent, got {terminator!r}")
+                raise _bad("terminator", f"'#', '*' or absent (then '#'), got {terminator!r}")
             reset = body.get("resetInput", True)
             if not isinstance(reset, bool):
                 raise _bad("resetInput", f"true or false, got {reset!r}")
@@ -477,7 +477,8 @@ class RestApi:
                                     f"{party_id}; wait for its update before the next one")
                 command_id = str(next(self._ids)) if self.collect_ids else None
                 collect = _CollectState(tuple(p.lower() for p in patterns), times["timeout"],
-                                        times["interDigitTimeout"], terminator, command_id)
+                                        times["interDigitTimeout"],
+                                        terminator or _DEFAULT_TERMINATOR, command_id)
                 self._start_collect(phone, collect, reset)
         except _ApiError as exc:
             raise self._reject(phone, request, exc) from None

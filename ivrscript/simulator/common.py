@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 ACCOUNT_ID = "400131801008"
@@ -19,6 +19,8 @@ class _HasCallbackUrls(Protocol):
 
 
 AppLike = _HasCallbackUrls | Mapping[str, str]
+# one app, or several processes of the same app that share its calls (a load balancer)
+Apps = AppLike | Sequence[AppLike]
 
 
 def _join(thread: threading.Thread | None, timeout: float) -> None:
@@ -51,3 +53,15 @@ def _callback_urls(app_or_urls: AppLike) -> dict[str, str]:
                          "'on-command-error'")
     return {str(k): str(v) for k, v in urls.items()}
 
+
+def _targets(apps: Apps) -> tuple[list[dict[str, str]], list[Any]]:
+    """(the callback URLs of each app, the app objects among them, to wait on their calls)."""
+    if isinstance(apps, Sequence) and not isinstance(apps, str | bytes):
+        if not apps:
+            raise ValueError("expected an app, a dict of callback URLs or a non-empty list of "
+                             "them, got an empty list")
+        items: list[Any] = list(apps)
+    else:
+        items = [apps]
+    urls = [_callback_urls(item) for item in items]
+    return urls, [item for item in items if not isinstance(item, Mapping)]

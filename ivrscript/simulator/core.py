@@ -45,7 +45,7 @@ from typing import Any
 from ..errors import IvrError
 from ..scheduler import Scheduler
 from .collect import CollectRules
-from .common import ACCOUNT_ID, ENTER, EXIT, AppLike, _callback_urls, _join
+from .common import ACCOUNT_ID, ENTER, EXIT, Apps, _join, _targets
 from .courier import _DELIVERY_WORKERS, _Courier, _EventDispatcher, _Http, _Outgoing, _readable
 from .faults import callback_fault
 from .phone import Phone, PhoneEvent
@@ -108,7 +108,8 @@ class Simulator(RestApi, PlayRules, CollectRules):
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._sessions: dict[str, Phone] = {}
-        self._apps: dict[str, dict[str, str]] = {}  # extension number -> callback URLs
+        # extension number -> (the callback URLs of each of its processes, the app objects)
+        self._apps: dict[str, tuple[list[dict[str, str]], list[Any]]] = {}
         self._extension_ids: dict[str, str] = {}
         self._access_tokens: dict[str, float] = {}  # token -> expiry (monotonic)
         self._refresh_tokens: dict[str, float] = {}
@@ -204,38 +205,43 @@ class Simulator(RestApi, PlayRules, CollectRules):
 
     # -- apps, calls, tokens -----------------------------------------------------------------
 
-    def connect(self, app_or_urls: AppLike, extension_number: str = "201") -> None:
+    def connect(self, app_or_urls: Apps, extension_number: str = "201") -> None:
         """Register an app as the account's IVR app extension ``extension_number``.
 
         A RingOut whose ``to`` is that number (any ``to``, when only one app is connected)
         rings that app. Connecting the same URLs again is harmless; new URLs on a known
-        extension number replace the old ones (a re-run notebook cell).
+        extension number replace the old ones (a re-run notebook cell). A list of apps (or of
+        their callback URLs) is one app run as several processes: the callbacks of each call
+        go to them in turn, as behind a load balancer.
         """
-        urls = _callback_urls(app_or_urls)
+        urls, apps = _targets(app_or_urls)
         number = str(extension_number)
         with self._lock:
-            for other, other_urls in list(self._apps.items()):
+            for other, (other_urls, _) in list(self._apps.items()):
                 if other_urls == urls and other != number:
                     del self._apps[other]
-            self._apps[number] = urls
+            self._apps[number] = (urls, apps)
             self._extension_id(number)
 
-    def call(self, app_or_urls: AppLike, caller: str = "+15550100",
+    def call(self, app_or_urls: Apps, caller: str = "+15550100",
              called: str | None = None) -> Phone:
         """Ring the app; return the :class:`Phone` once on-call-enter has been answered.
 
         ``called`` defaults to the extension number the app is connected under, else "201".
         An on-call-enter without a 2xx answer ends the call (``phone.ended``, ``end_reason``
-        ``"hangup"``, ``phone.error`` says why).
+        ``"hangup"``, ``phone.error`` says why). A list of apps (or of their callback URLs)
+        plays a load balancer in front of several processes of one app: each callback of the
+        call goes to the next one in turn (on-call-enter to the first, and a callback tried
+        again goes to the next).
         """
-        urls = _callback_urls(app_or_urls)
+        urls, apps = _targets(app_or_urls)
         self._require_running()
         with self._lock:
-            number = next((n for n, u in self._apps.items() if u == urls), None)
+            number = next((n for n, (u, _) in self._apps.items() if u == urls), None)
             if called is None:
                 called = number or "201"
-            phone = self._new_phone(urls, caller, called, self._extension_id(number or "201"),
-                                    claimed=True)
+            phone = self._new_phone(urls, apps, caller, called,
+                                    self._extension_id(number or "201"), claimed=True)
             item = self._enter_item(phone)
         try:
             self._deliver(phone, item)
@@ -274,13 +280,14 @@ class Simulator(RestApi, PlayRules, CollectRules):
                 self._extension_ids[number] = str(400137552008 + 1000 * len(self._extension_ids))
             return self._extension_ids[number]
 
-    def _new_phone(self, urls: dict[str, str], caller: str, called: str, extension_id: str, *,
-                   claimed: bool) -> Phone:
+    def _new_phone(self, urls: list[dict[str, str]], apps: list[Any], caller: str,
+                   called: str, extension_id: str, *, claimed: bool) -> Phone:
         phone = Phone(self, number=next(self._call_numbers),
                       session_id="s-" + secrets.token_hex(16),
                       caller_party_id="p-" + secrets.token_hex(16),
                       app_party_id="p-" + secrets.token_hex(16),
-                      caller=caller, called=called, extension_id=extension_id, urls=urls)
+                      caller=caller, called=called, extension_id=extension_id, urls=urls,
+                      apps=apps)
         phone._claimed = claimed
         self.phones.append(phone)
         self._sessions[phone.session_id] = phone
@@ -296,7 +303,7 @@ class Simulator(RestApi, PlayRules, CollectRules):
             "partyId": phone.app_party_id,
             "sessionId": phone.session_id,
         }
-        return _Outgoing(ENTER, phone._urls[ENTER], body)
+        return _Outgoing(ENTER, str(phone._url(ENTER)), body)
 
     def _answers_arrived(self) -> tuple[int, frozenset[str]]:
         """A snapshot, taken as a REST request arrives: (the last on-call-enter answer
@@ -319,8 +326,7 @@ class Simulator(RestApi, PlayRules, CollectRules):
 
     def _queue(self, phone: Phone, kind: str, body: dict[str, Any]) -> None:
         """Queue a callback (not on-call-enter) for delivery, with the call's injected faults."""
-        url = phone._urls.get(kind)
-        if url is None or self._state != "running":
+        if self._state != "running":
             return
         copies, delay = callback_fault(phone._callback_rng, self.duplicate_callbacks,
                                        self.late_callbacks,
@@ -330,8 +336,11 @@ class Simulator(RestApi, PlayRules, CollectRules):
             self.faults_injected["late_callbacks"] += delay > 0
 
         def submit() -> None:
-            for _ in range(copies):
-                self._courier.submit(phone, _Outgoing(kind, url, body))
+            for _ in range(copies):  # each copy to the next app, as a load balancer would
+                with self._lock:
+                    url = phone._url(kind)
+                if url is not None:
+                    self._courier.submit(phone, _Outgoing(kind, url, body))
 
         if delay:
             self._scheduler.call_later(delay, submit)
@@ -396,6 +405,9 @@ class Simulator(RestApi, PlayRules, CollectRules):
         left = item.failing_since + self.callback_retry - now
         if (status is None or status >= 500) and left > 0 and self._state == "running":
             delay = min(_RETRY_FIRST * 2 ** (item.attempts - 1), _RETRY_MAX, left)
+            if len(phone._targets) > 1:  # a load balancer tries the next process
+                with self._lock:
+                    item.url = phone._url(item.kind) or item.url
             _log.info("simulator: %s for %s: the app %s; trying again in %.2f s", item.kind,
                       phone.session_id, problem, delay)
             return delay

@@ -6,12 +6,12 @@ from __future__ import annotations
 import socket
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import IvrError
-from .common import ACCOUNT_ID, KEYS
+from .common import ACCOUNT_ID, KEYS, _origin
 from .faults import call_streams
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ class Phone:
 
     def __init__(self, sim: Simulator, *, number: int, session_id: str, caller_party_id: str,
                  app_party_id: str, caller: str, called: str, extension_id: str,
-                 urls: dict[str, str]) -> None:
+                 urls: list[dict[str, str]], apps: Sequence[Any] = ()) -> None:
         self._sim = sim
         self.call_number = number
         self.session_id = session_id
@@ -79,7 +79,9 @@ class Phone:
         self.forwarded_to: str | None = None
         self.error: str | None = None
         self.transcript = PhoneTranscript()
-        self._urls = urls
+        self._targets = urls  # the callback URLs of each app process, taken in turn
+        self._turn = 0  # the next callback goes to _targets[_turn % len(_targets)]
+        self._apps = list(apps)  # the app objects (not plain URLs), to wait on their side
         self._started = time.monotonic()
         self._rest_rng, self._callback_rng = call_streams(sim.seed, number)
         self._play: _PlayState | None = None
@@ -139,11 +141,40 @@ class Phone:
                                           f"{timeout} s")
 
     def wait_until_ended(self, timeout: float = 10.0) -> str:
-        """Wait for the call to end; return ``end_reason``."""
+        """Wait for the call to end; return ``end_reason``.
+
+        When the call rang an app object (``sim.call(app)``, not a dict of URLs), also wait
+        for that app's side: its :class:`~ivrscript.Call` finished (the transcript complete)
+        and, if the app records, the call's cassette written. All within ``timeout``."""
+        deadline = time.monotonic() + timeout
         self.wait_for(lambda: self.ended, timeout,
                       f"call {self.session_id} did not end within {timeout} s "
                       f"(still {'listening' if self.listening else 'in progress'})")
+        for app in self._apps:
+            calls = getattr(app, "calls", None)
+            call = next((c for c in list(calls or ())
+                         if getattr(c, "session_id", None) == self.session_id), None)
+            if call is None:  # this app never took the call (or is not an ivrscript App)
+                continue
+            call.wait_until_ended(max(0.0, deadline - time.monotonic()))
+            recorder = getattr(app, "_recorder", None)
+            if recorder is not None:
+                try:
+                    recorder.wait_for(self.session_id, max(0.0, deadline - time.monotonic()))
+                except TimeoutError as error:
+                    raise IvrError(str(error)) from None
         return str(self.end_reason)
+
+    def _url(self, kind: str) -> str | None:
+        """The URL for the call's next callback of ``kind``: the apps take turns (under the
+        simulator's lock)."""
+        target = self._targets[self._turn % len(self._targets)]
+        self._turn += 1
+        return target.get(kind)
+
+    @property
+    def _origins(self) -> set[tuple[str, int] | None]:
+        return {_origin(url) for target in self._targets for url in target.values()}
 
     def wait_until_listening(self, timeout: float = 30.0) -> None:
         """Wait until a collect is active; ``IvrError`` if the call ends or time runs out."""

@@ -44,7 +44,7 @@ class PlayRules:
 
     def _media_seconds(self: Simulator, phone: Phone, uri: str) -> float | None:
         origin = _origin(uri)
-        if origin is None or origin not in {_origin(u) for u in phone._urls.values()}:
+        if origin is None or origin not in phone._origins:
             return self.default_media_seconds
         cached = self._media_cache.get(uri)
         if cached is not None:

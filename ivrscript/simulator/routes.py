@@ -585,7 +585,8 @@ class RestApi:
             else:
                 raise _not_found("to.phoneNumber", f"no connected app has extension number "
                                  f"{numbers['to']}; connected: {', '.join(sorted(self._apps))}")
-            phone = self._new_phone(self._apps[number], numbers["from"], numbers["to"],
+            urls, apps = self._apps[number]
+            phone = self._new_phone(urls, apps, numbers["from"], numbers["to"],
                                     self._extension_id(number), claimed=False)
             ring_out = _RingOut(str(next(self._ids)), phone)
             self._ring_outs[ring_out.id] = ring_out

@@ -27,6 +27,10 @@ Calls
     app is connected). GET reports ``InProgress`` until the app answers on-call-enter, then
     ``Success`` (``GenericError`` if it refused). DELETE of a connected ring-out drops the call
     as the app would (end reason ``"hangup"``). RingOut is never fault-injected.
+  * A list of apps (``sim.call([app1, app2])``, ``sim.connect([...])``) is one app run as
+    several processes behind a load balancer: on-call-enter goes to the first, each later
+    callback of the call to the next in turn (a duplicate too), and a callback tried again to
+    the next. ``Phone.wait_until_ended`` waits for the side of every app object among them.
   * ``stop()`` ends calls in progress quietly (no callbacks): ``end_reason``
     ``"caller-hangup"``, ``Phone.error`` ``"the simulator stopped"``.
 """

@@ -130,3 +130,90 @@ def test_listener_runs_the_after_answer_hook_when_the_wsgi_server_closes_the_bod
     assert ran == []  # the body is written, but the server has not closed it yet
     result.close()  # type: ignore[attr-defined]
     assert ran == ["on-call-enter"]
+
+
+class _SlowAnswer:
+    """An app endpoint on a raw socket: it sends the first line of its 204 to on-call-enter,
+    then the rest only when told, so the answer has arrived but cannot be read yet."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.body: dict[str, Any] = {}
+        self.partial_sent = threading.Event()
+        self.finish = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def callback_urls(self) -> dict[str, str]:
+        base = f"http://127.0.0.1:{self.port}"
+        return {kind: f"{base}/{kind}" for kind in ("on-call-enter", "on-command-update",
+                                                    "on-call-exit", "on-command-error")}
+
+    def _serve(self) -> None:
+        import json
+
+        connection, _ = self.server.accept()
+        with connection:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += connection.recv(65536)
+            head, _, rest = data.partition(b"\r\n\r\n")
+            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:"))
+            while len(rest) < length:
+                rest += connection.recv(65536)
+            self.body = json.loads(rest)
+            connection.sendall(b"HTTP/1.1 204 No Content\r\n")
+            self.partial_sent.set()
+            self.finish.wait(10)
+            connection.sendall(b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+
+    def close(self) -> None:
+        self.finish.set()
+        self.thread.join(10)
+        self.server.close()
+
+
+def test_a_command_after_an_answer_that_arrived_but_is_not_yet_read_is_accepted() -> None:
+    """The app's answer is out (its first bytes arrived) while the simulator cannot read all
+    of it yet: a Play sent now came after the answer, so it waits for the answer to be read
+    and is accepted; it is not answered 409 for the simulator's own delay."""
+    import threading
+    import time
+
+    app = _SlowAnswer()
+    with Simulator(speed=20) as sim:
+        http = requests.Session()
+        http.trust_env = False
+        phones: list[Any] = []
+        ringing = threading.Thread(target=lambda: phones.append(sim.call(app)), daemon=True)
+        ringing.start()
+        try:
+            assert app.partial_sent.wait(10), "the simulator never sent on-call-enter"
+            body = app.body
+            answers: list[requests.Response] = []
+            play = threading.Thread(target=lambda: answers.append(http.post(
+                f"{sim.url}{ACCOUNT}/telephony/sessions/{body['sessionId']}/parties/"
+                f"{body['inParty']['id']}/play", json=_play_body(),
+                headers={"Authorization": f"Bearer {sim.token}"}, timeout=10)), daemon=True)
+            play.start()
+            # The Play's handler waits for the answer to be read (on the simulator's condition);
+            # a simulator that went by "read" alone would have answered 409 already.
+            deadline = time.monotonic() + 10
+            while not sim._changed._waiters:  # type: ignore[attr-defined]  # noqa: SLF001
+                assert not answers, answers[0].text
+                assert time.monotonic() < deadline, "the Play never waited for the answer"
+                threading.Event().wait(0.01)
+            app.finish.set()
+            play.join(10)
+            ringing.join(10)
+            assert [a.status_code for a in answers] == [201], answers[0].text
+            assert phones and phones[0].heard == ["https://media.example/a.wav"]
+        finally:
+            http.close()
+            app.close()

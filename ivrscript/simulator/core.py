@@ -351,15 +351,13 @@ class Simulator(RestApi, PlayRules, CollectRules):
         else:
             submit()
 
-    def _post(self, item: _Outgoing) -> tuple[int | None, str | None]:
+    def _post(self, phone: Phone, item: _Outgoing) -> tuple[int | None, str | None]:
         if not self._http.is_open:
             return None, "the simulator is not running"
         sent_log = self.callback_log
         if sent_log is not None:
             sent_log.append((item.body["sessionId"], item.kind, time.monotonic()))
         if item.kind == ENTER:
-            phone = self._sessions[item.body["sessionId"]]
-
             def connected(sock: socket.socket) -> None:
                 with self._lock:
                     phone._enter_sock = sock
@@ -380,7 +378,7 @@ class Simulator(RestApi, PlayRules, CollectRules):
 
     def _deliver(self, phone: Phone, item: _Outgoing) -> float | None:
         """Send one callback; None when done with it, else the seconds until the next try."""
-        status, problem = self._post(item)
+        status, problem = self._post(phone, item)
         item.attempts += 1
         if item.kind != ENTER:
             return None if problem is None else self._retry_in(phone, item, status, problem)

@@ -106,9 +106,10 @@ class BaselineApp:
             self.calls[session_id] = {"state": "welcome", "party": body["inParty"]["id"],
                                       "app_party": body["partyId"], "play_id": None,
                                       "lock": threading.Lock()}
-            if pool is not None:
-                pool.submit(self.on_enter, session_id)
-            return Response(status=204)(environ, start_response)
+            answer = Response(status=204)
+            if pool is not None:  # the first command only once the 204 is sent (PLATFORM.md)
+                answer.call_on_close(lambda: pool.submit(self.on_enter, session_id))
+            return answer(environ, start_response)
         if kind == "on-command-update" and pool is not None:
             pool.submit(self.on_update, body)
         elif kind == "on-call-exit":

@@ -395,9 +395,12 @@ class App:
 
     # -- callbacks (listener threads: be quick) ----------------------------------------------
 
-    def _on_callback(self, kind: str, body: dict[str, Any], received: float) -> None:
+    def _on_callback(self, kind: str, body: dict[str, Any], received: float
+                     ) -> Callable[[], None] | None:
         """Append the callback to its call's log (StoreUnavailable: the listener answers
-        503 so the platform delivers it again), then wake whoever drives the call."""
+        503 so the platform delivers it again), then wake whoever drives the call. For
+        on-call-enter the wake-up is returned, for the listener to run once its 204 has been
+        sent: the guide says commands come after that answer."""
         session_id = body["sessionId"]
         for observer in self._observers:
             try:
@@ -412,15 +415,14 @@ class App:
                                     key="enter", at=at)
             if seq is None:
                 log.info("duplicate on-call-enter for %s ignored", shown(session_id))
-                return
+                return None
             runner = self._driver.runner(session_id)
             if runner is not None and runner.engine is None:
                 # The Call is known at once (app.calls, dial(), dashboards), as before.
                 runner.engine, runner.call = self.new_engine(body)
                 runner.observed = True
                 self.call_entered(runner.call, observed=True)
-            self._wake(session_id)
-            return
+            return lambda: self._wake(session_id)
         if session_id in self._ended:
             log.debug("%s for ended session %s ignored", kind, shown(session_id))
             return

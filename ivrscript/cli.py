@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import argparse
 import collections
-import errno
 import os
 import queue
 import signal
-import socket
 import sys
 import threading
 import warnings
@@ -29,6 +27,7 @@ from typing import Any, TextIO
 from .call import Call, TranscriptEvent, sensitive_collect
 from .errors import ConfigError, IvrError, PlatformError, ReplayMismatch
 from .loader import ScriptWarning, load_script_file
+from .netutil import check_port_free
 
 __all__ = ["main", "build_parser", "check_port_free"]
 
@@ -272,23 +271,6 @@ def _check_recording() -> None:
     if importlib.util.find_spec("ivrscript.recorder") is None:
         raise ConfigError("recording is not available in this install (no "
                           "ivrscript.recorder): --record cannot be used")
-
-
-def check_port_free(host: str, port: int) -> None:
-    """A taken port is one sentence here (werkzeug would print its own lines and exit)."""
-    if not port:
-        return
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as error:
-            if error.errno == errno.EADDRINUSE:
-                raise ConfigError(f"port {port} on {host} is already in use: stop the program "
-                                  "using it, or choose another --port (0 picks a free one)"
-                                  ) from None
-            raise ConfigError(f"cannot listen on {host}:{port}: {error.strerror}") from None
 
 
 def _replay(path: str, script: Any, out: TextIO, err: TextIO) -> int:

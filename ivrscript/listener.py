@@ -54,7 +54,9 @@ MAX_BODY = 64 * 1024
 MAX_HEADERS = 16 * 1024  # request line + headers; the platform's are a few hundred bytes
 SERVER = "listener"  # the Server header of every answer: no software name, no version
 
-Handler = Callable[[str, dict[str, Any], float], None]
+# A handler may return a function to run once the answer has been sent (after the response is
+# closed), e.g. to release a call's first command only after the 204 to on-call-enter.
+Handler = Callable[[str, dict[str, Any], float], "Callable[[], None] | None"]
 Health = Callable[[], "tuple[bool, dict[str, Any]]"]  # (healthy, JSON counts)
 MediaLookup = Callable[[str, str], "tuple[str, str] | None"]
 
@@ -303,8 +305,9 @@ class CallbackListener:
             log.info("listener: %s rejected with 400: %s", kind, reason)
             return _text(400, reason)
         self.stats["callbacks"] += 1
+        after: Callable[[], None] | None = None
         try:
-            self.handler(kind, body, received)
+            after = self.handler(kind, body, received)
         except StoreUnavailable as error:  # not stored: the platform must send it again
             self.stats["errors"] += 1
             log.warning("listener: %s answered 503, the call store is unavailable: %s", kind,
@@ -314,9 +317,20 @@ class CallbackListener:
         except Exception:
             self.stats["errors"] += 1
             log.exception("listener: dispatching %s failed", kind)
-        if kind == "on-call-enter":
-            return _NO_CONTENT
-        return _OK
+        answer = _NO_CONTENT if kind == "on-call-enter" else _OK
+        if callable(after):  # run by the WSGI server's close() of the body, once it is sent
+            answer = Response(status=answer.status_code)
+            answer.call_on_close(self._after_answer(after, kind))
+        return answer
+
+    def _after_answer(self, after: Callable[[], None], kind: str) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                after()
+            except Exception:
+                self.stats["errors"] += 1
+                log.exception("listener: dispatching %s failed", kind)
+        return run
 
     def _serve_media(self, request: Request, media_id: str, name: str) -> Response:
         found = self.media(media_id, name) if self.media else None

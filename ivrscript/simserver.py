@@ -3,10 +3,13 @@
 Point a live-mode app at it (``RINGCENTRAL_SERVER_URL`` and ``RINGCENTRAL_TOKEN``, both
 printed at start) and place calls into the app from this terminal. Commands, one per line:
 
-  call URL [CALLER]   ring the app whose callback URL (on-call-enter, or the base URL with the
-                      secret) is URL; CALLER defaults to +15550100
-  connect URL [EXT]   register the app as extension EXT (default 201), so its RingOut
-                      (``--call`` / ``App.dial``) rings a simulated phone here
+  call URL [URL ...] [CALLER]
+                      ring the app whose callback URL (on-call-enter, or the base URL with the
+                      secret) is URL; CALLER defaults to +15550100. Several URLs: processes of
+                      one app behind a load balancer, each callback of the call to the next
+  connect URL [URL ...] [EXT]
+                      register the app (one or several processes) as extension EXT (default
+                      201), so its RingOut (``--call`` / ``App.dial``) rings a phone here
   KEYS                press keys (0-9 * #) on the latest call when the app next listens
   h                   the latest call's caller hangs up
   q                   quit
@@ -25,15 +28,15 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import TextIO
 
-from .cli import check_port_free
 from .errors import IvrError
 from .listener import CALLBACKS
+from .netutil import check_port_free
 from .simulator import Phone, PhoneEvent, Simulator
 
 __all__ = ["main", "callback_urls"]
 
-_HELP = ("commands: call URL [CALLER] | connect URL [EXT] | KEYS (0-9*#) | h (hang up) | "
-         "q (quit)")
+_HELP = ("commands: call URL [URL ...] [CALLER] | connect URL [URL ...] [EXT] | KEYS (0-9*#) | "
+         "h (hang up) | q (quit)")
 
 
 def callback_urls(url: str) -> dict[str, str]:
@@ -48,6 +51,13 @@ def callback_urls(url: str) -> dict[str, str]:
     return {kind: f"{base}/{kind}" for kind in CALLBACKS}
 
 
+def _split_urls(words: Sequence[str]) -> tuple[list[dict[str, str]], list[str]]:
+    """The leading http(s) words as callback URLs, and the words after them."""
+    count = next((i for i, word in enumerate(words)
+                  if not word.startswith(("http://", "https://"))), len(words))
+    return [callback_urls(word) for word in words[:count]], list(words[count:])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m ivrscript.simulator",
@@ -60,9 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--speed", type=float, default=1.0,
                         help="divides every platform timer (default 1)")
     parser.add_argument("--token", help="the static Bearer token to accept (default: random)")
-    parser.add_argument("--connect", metavar="URL", action="append", default=[],
+    parser.add_argument("--callback-retry", type=float, default=10.0, metavar="SECONDS",
+                        help="keep trying a callback (update, exit) the app did not take for "
+                             "up to this long (default 10; 0: never)")
+    parser.add_argument("--connect", metavar="URL", nargs="+", action="append", default=[],
                         help="register an app (callback or base URL) at start, for RingOut; "
-                             "repeat for more apps (extensions 201, 202, ...)")
+                             "several URLs: processes of one app, each callback of a call to "
+                             "the next (a load balancer); repeat for more apps (extensions "
+                             "201, 202, ...)")
     return parser
 
 
@@ -98,15 +113,20 @@ class _Console:
         try:
             if verb in ("q", "quit", "exit"):
                 return False
-            if verb == "call" and len(words) in (2, 3):
-                caller = words[2] if len(words) == 3 else "+15550100"
-                phone = self.sim.call(callback_urls(words[1]), caller=caller)
+            if verb == "call" and len(words) >= 2:
+                urls, rest = _split_urls(words[1:])
+                if len(rest) > 1 or not urls:
+                    raise ValueError(f"usage: call URL [URL ...] [CALLER], got {line.strip()!r}")
+                phone = self.sim.call(urls, caller=rest[0] if rest else "+15550100")
                 self.latest = phone
                 if phone.ended:
                     self.complain(f"the app did not take the call: {phone.error}")
-            elif verb == "connect" and len(words) in (2, 3):
-                extension = words[2] if len(words) == 3 else "201"
-                self.sim.connect(callback_urls(words[1]), extension_number=extension)
+            elif verb == "connect" and len(words) >= 2:
+                urls, rest = _split_urls(words[1:])
+                if len(rest) > 1 or not urls:
+                    raise ValueError(f"usage: connect URL [URL ...] [EXT], got {line.strip()!r}")
+                extension = rest[0] if rest else "201"
+                self.sim.connect(urls, extension_number=extension)
                 self.say(f"connected extension {extension}")
             elif verb in ("h", "hangup"):
                 if self.latest is None or self.latest.ended:
@@ -132,7 +152,8 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
     out, err, inp = stdout or sys.stdout, stderr or sys.stderr, stdin or sys.stdin
     args = build_parser().parse_args(argv)
     try:
-        sim = Simulator(speed=args.speed, host=args.host, port=args.port, token=args.token)
+        sim = Simulator(speed=args.speed, host=args.host, port=args.port, token=args.token,
+                        callback_retry=args.callback_retry)
     except ValueError as error:
         print(f"simulator: {error}", file=err, flush=True)
         return 2
@@ -151,17 +172,18 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
 
         signal.signal(signal.SIGTERM, terminate)
     try:
-        for number, url in enumerate(args.connect, start=201):
+        for number, urls in enumerate(args.connect, start=201):
             try:
-                sim.connect(callback_urls(url), extension_number=str(number))
+                sim.connect([callback_urls(url) for url in urls], extension_number=str(number))
             except ValueError as error:
-                print(f"simulator: --connect {url}: {error}", file=err, flush=True)
+                print(f"simulator: --connect {' '.join(urls)}: {error}", file=err, flush=True)
                 return 2
         console.say(f"ivrscript simulator at {sim.url} (speed {sim.speed:g})")
         console.say(f"RINGCENTRAL_SERVER_URL={sim.url}")
         console.say(f"RINGCENTRAL_TOKEN={sim.token}")
-        for number, url in enumerate(args.connect, start=201):
-            console.say(f"connected extension {number}: {callback_urls(url)['on-call-enter']}")
+        for number, urls in enumerate(args.connect, start=201):
+            enters = " ".join(callback_urls(url)["on-call-enter"] for url in urls)
+            console.say(f"connected extension {number}: {enters}")
         console.say(_HELP)
         for line in inp:
             if not console.command(line):

@@ -46,14 +46,18 @@ class _Quiet(WSGIRequestHandler):
 class Receiver:
     """A real app endpoint: records posted callbacks, serves media under /media/<name>."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.cond = threading.Condition()
         self.posts: list[tuple[str, dict[str, Any]]] = []
         self.media: dict[str, bytes] = {}
         self.media_gets: list[str] = []
         self.enter_status = 204
-        self._server: BaseWSGIServer = make_server("127.0.0.1", 0, self._wsgi, threaded=True,
-                                                   request_handler=_Quiet)
+        self.status = 204  # the answer to the other callbacks
+        # called with the on-call-enter body before it is answered (an app racing its 204)
+        self.on_enter: Callable[[dict[str, Any]], None] | None = None
+        self._server: BaseWSGIServer = make_server("127.0.0.1", port, self._wsgi,
+                                                   threaded=True, request_handler=_Quiet)
+        self.port = self._server.server_port
         self.base = f"http://127.0.0.1:{self._server.server_port}"
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={"poll_interval": 0.05}, daemon=True)
@@ -68,10 +72,13 @@ class Receiver:
                 return Response("no such file", status=404)
             return Response(self.media[name], mimetype="audio/wav")
         kind = request.path.removeprefix("/cb/")
+        body = request.get_json()
         with self.cond:
-            self.posts.append((kind, request.get_json()))
+            self.posts.append((kind, body))
             self.cond.notify_all()
-        return Response(status=self.enter_status if kind == "on-call-enter" else 204)
+        if kind == "on-call-enter" and self.on_enter is not None:
+            self.on_enter(body)
+        return Response(status=self.enter_status if kind == "on-call-enter" else self.status)
 
     @property
     def callback_urls(self) -> dict[str, str]:
@@ -555,13 +562,28 @@ def test_collect_terminator(sim_api: tuple[Simulator, Api], receiver: Receiver) 
 
 
 @pytest.mark.parametrize("terminator", ["absent", None])
-def test_collect_without_terminator_takes_hash_as_a_key(
+def test_collect_without_terminator_ends_on_hash(
         sim_api: tuple[Simulator, Api], receiver: Receiver, terminator: str | None) -> None:
-    """A terminator absent or null means none: '#' is an ordinary key."""
+    """A terminator absent or null means '#' (the guide's default): '#' ends the input, and
+    a pattern that needs '#' as a key cannot be completed."""
     sim, api = sim_api
     phone = sim.call(receiver)
     extra = {} if terminator == "absent" else {"terminator": None}
+    api.collect(phone, "1", "12", **extra)
+    phone.press("1#")
     api.collect(phone, "#", "1#", **extra)
+    phone.press("1#")
+    first, second = receiver.wait(phone.session_id, 2)
+    assert (first["status"], first["parameters"]["digits"]) == ("Completed", "1")
+    assert (second["status"], second["parameters"]["digits"]) == ("Not Found", "1")
+
+
+def test_collect_with_star_terminator_takes_hash_as_a_key(
+        sim_api: tuple[Simulator, Api], receiver: Receiver) -> None:
+    """With terminator '*', '#' is an ordinary key (how a menu offers '#' as a choice)."""
+    sim, api = sim_api
+    phone = sim.call(receiver)
+    api.collect(phone, "#", "1#", terminator="*")
     phone.press("1#")
     (update,) = receiver.wait(phone.session_id)
     assert (update["status"], update["parameters"]["digits"]) == ("Completed", "1#")

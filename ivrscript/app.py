@@ -47,6 +47,10 @@ __all__ = ["App"]
 
 log = logging.getLogger("ivrscript.app")
 
+# A call whose on-call-enter arrived this recently is left to the process that received it
+# (it starts the call once its 204 is sent); only older calls nobody holds are taken up.
+ANSWER_GRACE = 2.0
+
 _running: dict[tuple[str, int], App] = {}  # apps of this process by (host, port)
 _running_lock = threading.Lock()
 EXPIRE_EVERY = 60.0  # seconds between sweeps of calls past their retention
@@ -121,6 +125,7 @@ class App:
         self._effects: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._entered = threading.Condition(self._lock)
+        self._unanswered: set[str] = set()  # entered calls whose 204 is not yet sent
         self._media = MediaLibrary([script_dir(script)])
         self._media.speech = speech_for_app(speech, script)  # ConfigError now, not mid-call
         self._listener: CallbackListener | None = None
@@ -422,7 +427,9 @@ class App:
                 runner.engine, runner.call = self.new_engine(body)
                 runner.observed = True
                 self.call_entered(runner.call, observed=True)
-            return lambda: self._wake(session_id)
+            with self._lock:
+                self._unanswered.add(session_id)
+            return lambda: self._answered(session_id)
         if session_id in self._ended:
             log.debug("%s for ended session %s ignored", kind, shown(session_id))
             return
@@ -480,9 +487,15 @@ class App:
                 or session_id in self._driver.leases:
             self._wake(session_id)
 
+    def _answered(self, session_id: str) -> None:
+        """The 204 to on-call-enter has been sent: the call may get its first command."""
+        with self._lock:
+            self._unanswered.discard(session_id)
+        self._wake(session_id)
+
     def _wake(self, session_id: str) -> None:
         """Have a worker drain the call's log (one worker per call at a time)."""
-        if session_id in self._ended:
+        if session_id in self._ended or session_id in self._unanswered:
             return
         runner = self._driver.runner(session_id)
         if runner is None:
@@ -699,9 +712,12 @@ class App:
     def _adopt(self) -> None:
         """Take up calls in progress that no process holds (their holder crashed or
         stopped): replay them here, so a parked call resumes without waiting for a callback."""
+        fresh = time.time() - ANSWER_GRACE
         for info in self.store.calls(active=True):
             session_id = info.session_id
             if session_id in self._ended or session_id in self._driver.leases:
+                continue
+            if info.started > fresh:  # just entered: its receiver starts it once it answered
                 continue
             if self.store.holder(session_id) is None:
                 self._wake(session_id)

@@ -52,6 +52,7 @@ log = logging.getLogger("ivrscript.listener")
 CALLBACKS = ("on-call-enter", "on-command-update", "on-call-exit", "on-command-error")
 MAX_BODY = 64 * 1024
 MAX_HEADERS = 16 * 1024  # request line + headers; the platform's are a few hundred bytes
+AFTER_SENT = "ivrscript.after_sent"  # environ key: hooks our server runs once an answer is sent
 SERVER = "listener"  # the Server header of every answer: no software name, no version
 
 # A handler may return a function to run once the answer has been sent (after the response is
@@ -318,9 +319,14 @@ class CallbackListener:
             self.stats["errors"] += 1
             log.exception("listener: dispatching %s failed", kind)
         answer = _NO_CONTENT if kind == "on-call-enter" else _OK
-        if callable(after):  # run by the WSGI server's close() of the body, once it is sent
-            answer = Response(status=answer.status_code)
-            answer.call_on_close(self._after_answer(after, kind))
+        if callable(after):
+            hook = self._after_answer(after, kind)
+            deferred = request.environ.get(AFTER_SENT)
+            if isinstance(deferred, list):  # our server: run once the answer is on the wire
+                deferred.append(hook)
+            else:  # any WSGI server: its close() of the body, once the body is written
+                answer = Response(status=answer.status_code)
+                answer.call_on_close(hook)
         return answer
 
     def _after_answer(self, after: Callable[[], None], kind: str) -> Callable[[], None]:
@@ -401,6 +407,27 @@ class _Task(WSGITask):
     def set_close_on_finish(self) -> None:
         if not self._bodiless:  # in build_response_header only for "no Content-Length"
             super().set_close_on_finish()
+
+    def get_environment(self) -> dict[str, Any]:
+        environ: dict[str, Any] = super().get_environment()
+        environ.setdefault(AFTER_SENT, [])
+        return environ
+
+    def service(self) -> None:
+        super().service()
+        deferred = (getattr(self, "environ", None) or {}).get(AFTER_SENT)
+        if not deferred:
+            return
+        # waitress queues an answer for its event loop to send; push this one out now, so
+        # what the hooks start (a call's first command) cannot reach the platform before it.
+        channel = self.channel
+        try:
+            with channel.outbuf_lock:
+                channel._flush_exception(channel._flush_some, do_close=False)
+        except Exception:  # a connection that went away: the hooks still run
+            log.debug("listener: flushing an answer failed", exc_info=True)
+        for hook in deferred:
+            hook()
 
 
 class _Channel(HTTPChannel):

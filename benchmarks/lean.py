@@ -249,18 +249,22 @@ class Platform:
 
     # -- a run ----------------------------------------------------------------------------
 
-    async def run(self, urls: dict[str, str], calls: int, concurrency: int,
-                  fresh: bool) -> dict[str, Any]:
+    async def run(self, urls: dict[str, str] | list[dict[str, str]], calls: int,
+                  concurrency: int, fresh: bool) -> dict[str, Any]:
+        """``urls``: one app's callback URLs, or a list of apps' (calls go to each in turn:
+        processes sharing a call store, benchmarks/scaleout.py)."""
         self.reactions, self.errors, self.lost = [], [], 0
-        target = urlsplit(urls["on-call-enter"])
-        pool = Pool(target.hostname or "127.0.0.1", target.port or 80, fresh)
+        apps = urls if isinstance(urls, list) else [urls]
+        pools = [Pool(urlsplit(u["on-call-enter"]).hostname or "127.0.0.1",
+                      urlsplit(u["on-call-enter"]).port or 80, fresh) for u in apps]
         ok = 0
         slots = asyncio.Semaphore(concurrency)
 
-        async def one() -> None:
+        async def one(index: int) -> None:
             nonlocal ok
             async with slots:
-                call = Call(next(self.numbers), pool, urls)
+                turn = index % len(apps)
+                call = Call(next(self.numbers), pools[turn], apps[turn])
                 self.calls[call.session] = call
                 self.callback(call, "on-call-enter", {
                     "accountId": "400131801008", "extensionId": "400137552008",
@@ -275,9 +279,9 @@ class Platform:
                 self.calls.pop(call.session, None)
 
         began = time.perf_counter()
-        await asyncio.gather(*(one() for _ in range(calls)))
+        await asyncio.gather(*(one(index) for index in range(calls)))
         seconds = time.perf_counter() - began
-        for conn in pool.idle:
+        for conn in (conn for pool in pools for conn in pool.idle):
             conn.writer.close()
         return {"calls": calls, "ok": ok, "seconds": seconds, "reactions": self.reactions,
                 "lost": self.lost, "errors": self.errors[:10]}

@@ -150,9 +150,8 @@ class _Serving:
 
         self.client = RingCentral.from_env()
         assert self.public_url is not None
-        memory = self.args.store.split(":", 1)[0].lower() == "memory"  # the App's default
         self.application = wsgi(self.script, platform=self.client, public_url=self.public_url,
-                                store=None if memory else self.args.store, secret=self.secret)
+                                store=self.args.store, secret=self.secret)
         log.info("worker %d serving", os.getpid())
         return self.application
 

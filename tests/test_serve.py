@@ -20,6 +20,8 @@ from ivrscript import ConfigError, Simulator
 from ivrscript.listener import CallbackListener
 from ivrscript.stores import StoreUnavailable
 
+from .redis_helpers import own_redis_server, redis_store_url
+from .scaleout.test_scaleout import EXPECTED, commands
 from .test_cli import WAIT, Proc, clean_env, kill_all
 
 SECRET = "serve-test-secret-0123456789abcdef"
@@ -190,3 +192,91 @@ def test_serve_under_gunicorn_completes_calls_and_stops_on_sigterm(
     proc.popen.send_signal(signal.SIGTERM)
     assert proc.wait() == 0, proc.output()
     assert "Traceback" not in proc.output()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_serve_two_workers_on_one_port_complete_50_calls(
+        kind: str, tmp_path: Any, procs: list[Proc], platform: Simulator) -> None:
+    """``serve --workers 2`` under gunicorn: two workers on one port sharing the store; 50
+    concurrent calls complete with exactly their command sequences."""
+    if kind == "sqlite":
+        fifty_calls_under_serve(tmp_path, procs, platform, f"sqlite:///{tmp_path}/calls.db")
+    else:
+        with redis_store_url() as store:
+            fifty_calls_under_serve(tmp_path, procs, platform, store)
+
+
+def fifty_calls_under_serve(tmp_path: Any, procs: list[Proc], platform: Simulator,
+                            store: str) -> None:
+    proc = start_serve(tmp_path, procs, platform, "--workers", "2", "--store", store)
+    urls = callback_urls(proc)
+    wait_healthy(proc.expect(r"^Health: (\S+)$").group(1))
+    phones = run_calls(platform, urls, 50)
+    for phone in phones:
+        assert phone.end_reason == "forwarded", (phone.session_id, phone.error)
+        assert commands(platform, phone.session_id) == EXPECTED, phone.session_id
+    proc.popen.send_signal(signal.SIGTERM)
+    assert proc.wait() == 0, proc.output()
+    assert "Traceback" not in proc.output()
+
+
+def test_sigterm_hands_held_calls_over(tmp_path: Any, procs: list[Proc],
+                                       platform: Simulator) -> None:
+    """SIGTERM to a serving process with calls waiting for keys: it exits 0 at once, the
+    leases of its calls are released (not left to lapse), and another process started on the
+    same store (behind the same balancer address) finishes them."""
+    from ivrscript.stores import SQLiteStore
+
+    from .scaleout.balancer import RoundRobin
+
+    store = f"sqlite:///{tmp_path}/calls.db"
+    first = start_serve(tmp_path, procs, platform, "--workers", "1", "--store", store)
+    urls = callback_urls(first)
+    wait_healthy(first.expect(r"^Health: (\S+)$").group(1))
+    base = urls["on-call-enter"].rsplit("/", 2)[0]
+    lb = RoundRobin([base]).start()
+    try:
+        phones = [platform.call(lb.rewrite(urls)) for _ in range(5)]
+        for phone in phones:
+            phone.wait_until_listening(WAIT)
+        first.popen.send_signal(signal.SIGTERM)
+        assert first.wait() == 0, first.output()
+        check = SQLiteStore(str(tmp_path / "calls.db"))
+        try:
+            assert [check.holder(p.session_id) for p in phones] == [None] * 5
+        finally:
+            check.close()
+        second = start_serve(tmp_path, procs, platform, "--workers", "1", "--store", store)
+        second_urls = callback_urls(second)
+        wait_healthy(second.expect(r"^Health: (\S+)$").group(1))
+        lb.backends = [second_urls["on-call-enter"].rsplit("/", 2)[0]]
+        for phone in phones:
+            phone.press("1234", wait=True, timeout=WAIT)
+        for phone in phones:
+            assert phone.wait_until_ended(WAIT) == "forwarded", phone.error
+            assert commands(platform, phone.session_id) == EXPECTED
+    finally:
+        lb.stop()
+
+
+def test_health_is_503_while_redis_is_down(tmp_path: Any, procs: list[Proc],
+                                           platform: Simulator) -> None:
+    """A served app on a Redis that stops: its health check answers 503 with
+    ``store_reachable: false``, and 200 again once Redis is back."""
+    with own_redis_server() as own_redis:
+        check_health_across_a_restart(tmp_path, procs, platform, own_redis)
+
+
+def check_health_across_a_restart(tmp_path: Any, procs: list[Proc], platform: Simulator,
+                                  own_redis: Any) -> None:
+    proc = start_serve(tmp_path, procs, platform, "--workers", "1", "--store",
+                       own_redis.url + "?prefix=health:")
+    callback_urls(proc)
+    health = proc.expect(r"^Health: (\S+)$").group(1)
+    wait_healthy(health)
+    own_redis.stop()
+    answer = requests.get(health, timeout=WAIT)
+    assert answer.status_code == 503
+    assert answer.json()["store_reachable"] is False
+    own_redis.start()
+    assert wait_healthy(health)["store_reachable"] is True

@@ -22,6 +22,18 @@ from .conftest import EXAMPLES, ROOT, example
 RECORDINGS = os.path.join(ROOT, "recordings")
 
 
+class NoAliases(yaml.SafeDumper):
+    """Writes shared objects out in full: cassettes refuse YAML aliases."""
+
+    def ignore_aliases(self, data):
+        return True
+
+
+def write_cassette(path, data):
+    path.write_text(yaml.dump(data, Dumper=NoAliases), encoding="utf-8")
+    return path
+
+
 def record_one(sim, make_app, tmp_path, script, drive, **app_options):
     """Run one call with App(record=tmp_path); returns (cassette path, the app's call)."""
     app = make_app(script, record=str(tmp_path), **app_options)
@@ -190,8 +202,7 @@ def test_barge_in_cancels_are_not_compared(tmp_path):
               "response": {**play["response"], "status": {"code": 204, "message": "NO CONTENT"},
                            "body": {"string": ""}}}
     data["interactions"].append(cancel)
-    target = tmp_path / "with-cancel.yaml"
-    target.write_text(yaml.safe_dump(data), encoding="utf-8")
+    target = write_cassette(tmp_path / "with-cancel.yaml", data)
     assert replay(target, example("pin.py")).lines() == load_recording(source).transcript
 
 

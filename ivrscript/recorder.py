@@ -861,18 +861,19 @@ def _as_yielded(recorded: dict[str, Any] | None,
     sides = [dict(d or {}) for d in (recorded, replayed)]
     for side in sides:
         side.pop("line", None)
+
+    def is_default(side: dict[str, Any], name: str) -> bool:
+        default = defaults(side).get(name, dataclasses.MISSING)
+        if isinstance(default, tuple):
+            default = list(default)
+        return side.get(name) == default
+
     names: list[str] = []
     for side in sides:
         names += [n for n in side if n != "verb" and n not in names]
-    shown_: list[str] = []
-    for name in names:
-        values = [side.get(name) for side in sides]
-        plain = [list(v) if isinstance(v, tuple) else v for v in values]
-        if plain[0] != plain[1] or any(
-                name in side and plain[i] not in (defaults(side).get(name, dataclasses.MISSING),
-                                                  list(defaults(side).get(name, ())) or None)
-                for i, side in enumerate(sides)):
-            shown_.append(name)
+    shown_ = [name for name in names
+              if sides[0].get(name) != sides[1].get(name)
+              or any(name in side and not is_default(side, name) for side in sides)]
     out = []
     for side in sides:
         if not side:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import glob
 import os
+import subprocess
+import sys
 import threading
 
+import pytest
 import yaml
 
 import ivrscript as ivr
@@ -183,3 +186,163 @@ def test_a_folder_that_cannot_be_created_is_a_clear_error(sim, tmp_path):
         app.stop()
         raise AssertionError("start() should have refused the folder")
     assert not app.running
+
+
+# -- corrupted cassettes ------------------------------------------------------------------------
+
+GREETING = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "recordings", "greeting.yaml")
+
+
+class _NoAliases(yaml.SafeDumper):
+    def ignore_aliases(self, data):
+        return True
+
+
+def _greeting():
+    with open(GREETING, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def _set(data, path, value):
+    """Set (or with value=DELETE, remove) the key at a dotted path like 'a.b[0].c'."""
+    keys = [int(k) if k.isdigit() else k for k in path.replace("[", ".").replace("]", "")
+            .split(".")]
+    for key in keys[:-1]:
+        data = data[key]
+    if value is DELETE:
+        del data[keys[-1]]
+    else:
+        data[keys[-1]] = value
+
+
+DELETE = object()
+
+# (the key path to change, the new value, what the error must name)
+SHAPE_VARIANTS = [
+    ("version", DELETE, "version is missing"),
+    ("version", 2, "version is 2"),
+    ("version", "1", "version is '1'"),
+    ("version", True, "version is True"),
+    ("ivrscript", DELETE, "not an ivrscript recording"),
+    ("ivrscript", ["x"], "not an ivrscript recording"),
+    ("ivrscript.callbacks", "many", "ivrscript.callbacks must be a list"),
+    ("ivrscript.callbacks", [], "ivrscript.callbacks is empty"),
+    ("ivrscript.callbacks[0]", 7, "ivrscript.callbacks[0] must be a mapping"),
+    ("ivrscript.callbacks[0].kind", "on-call-begin", "ivrscript.callbacks[0].kind is"),
+    ("ivrscript.callbacks[0].kind", "on-call-exit", "starts with on-call-enter"),
+    ("ivrscript.callbacks[1].after", -1, "ivrscript.callbacks[1].after must be 0 or more"),
+    ("ivrscript.callbacks[1].after", "two", "ivrscript.callbacks[1].after must be a whole"),
+    ("ivrscript.callbacks[1].after", True, "ivrscript.callbacks[1].after must be a whole"),
+    ("ivrscript.callbacks[1].body", DELETE, "ivrscript.callbacks[1].body is missing"),
+    ("ivrscript.callbacks[0].body.sessionId", 12, "callbacks[0].body.sessionId must be a str"),
+    ("ivrscript.callbacks[0].body.inParty", DELETE, "callbacks[0].body.inParty is missing"),
+    ("ivrscript.callbacks[0].body.inParty.id", None, "body.inParty.id must be a string"),
+    ("ivrscript.callbacks[0].body.inParty.from", "me", "inParty.from must be a mapping"),
+    ("ivrscript.callbacks[1].body.status", DELETE, "callbacks[1].body.status is missing"),
+    ("ivrscript.callbacks[1].body.parameters", [1], "body.parameters must be a mapping"),
+    ("ivrscript.transcript", "enter", "ivrscript.transcript must be a list"),
+    ("ivrscript.transcript[0]", {"a": 1}, "ivrscript.transcript[0] must be a string"),
+    ("ivrscript.numbers_masked", "no", "ivrscript.numbers_masked must be true or false"),
+    ("ivrscript.commands", {"a": 1}, "ivrscript.commands must be a list"),
+    ("ivrscript.commands[0].line", "x", "ivrscript.commands[0].line must be a whole"),
+    ("interactions", DELETE, "interactions is missing"),
+    ("interactions", {"a": 1}, "interactions must be a list"),
+    ("interactions[0]", "GET /", "interactions[0] must be a mapping"),
+    ("interactions[0].request", DELETE, "interactions[0].request is missing"),
+    ("interactions[0].request.method", 5, "interactions[0].request.method must be an HTTP"),
+    ("interactions[0].request.uri", "/no/host", "interactions[0].request.uri must be a URL"),
+    ("interactions[0].request.headers", "h", "interactions[0].request.headers must be a map"),
+    ("interactions[1].response.status.code", "ok", "response.status.code must be an HTTP"),
+    ("interactions[1].response.status.code", 999, "response.status.code must be an HTTP"),
+    ("interactions[1].response.status", DELETE, "interactions[1].response.status is missing"),
+    ("interactions[1].response.body", DELETE, "interactions[1].response.body is missing"),
+    ("interactions[1].response.body.string", 5, "response.body.string must be a string"),
+    ("interactions[1].response.headers.Content-Type", {"x": 1},
+     "response.headers.Content-Type must be a string"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "named"), SHAPE_VARIANTS,
+                         ids=[f"{k}={v!r}"[:50] for k, v, _ in SHAPE_VARIANTS])
+def test_a_cassette_of_the_wrong_shape_is_a_config_error_naming_the_key(tmp_path, key, value,
+                                                                       named):
+    """Each wrong or missing key of a cassette gives one ConfigError naming the file and the
+    key, from load_recording and from replay, never a KeyError or TypeError."""
+    data = _greeting()
+    _set(data, key, value)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.dump(data, Dumper=_NoAliases), encoding="utf-8")
+    for load in (load_recording, lambda p: replay(p, example("greeting.py"))):
+        with pytest.raises(ivr.ConfigError) as caught:
+            load(path)
+        assert str(path) in str(caught.value) and named in str(caught.value)
+
+
+BILLION_LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"{chr(98 + n)}: &{chr(98 + n)} [{', '.join(['*' + chr(97 + n)] * 9)}]\n"
+    for n in range(9))
+
+
+@pytest.mark.parametrize(("name", "content"), [
+    ("empty", b""),
+    ("not-yaml", b"ivrscript: [unclosed\n"),
+    ("a-list", b"- 1\n- 2\n"),
+    ("a-string", b"just text\n"),
+    ("non-utf8", b"ivrscript:\n  script: \xff\xfe\n"),
+    ("latin-1", "version: 1\nivrscript: {callbacks: [], x: 'caf\u00e9'}\n".encode("latin-1")),
+    ("python-tag", b"version: !!python/object/apply:os.getcwd []\n"),
+    ("billion-laughs", BILLION_LAUGHS.encode()),
+    ("an-anchor-only", b"version: &v 1\n"),
+])
+def test_a_cassette_that_is_not_one_is_a_config_error(tmp_path, name, content):
+    """Files that are not cassettes at all (empty, not YAML, not UTF-8, a Python tag, YAML
+    anchors and aliases, a billion-laughs bomb) give a ConfigError naming the file; aliases
+    are refused before anything is expanded."""
+    path = tmp_path / f"{name}.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ivr.ConfigError) as caught:
+        load_recording(path)
+    assert str(path) in str(caught.value)
+    if "laughs" in name or "anchor" in name:
+        assert "aliases" in str(caught.value)
+    if "utf8" in name or "latin" in name:
+        assert "not UTF-8" in str(caught.value)
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.25, 0.5, 0.75, 0.9, 0.99])
+def test_a_truncated_cassette_is_a_config_error(tmp_path, fraction):
+    """A cassette cut short anywhere (a disk full, a copy interrupted) is a ConfigError."""
+    with open(GREETING, "rb") as f:
+        content = f.read()
+    path = tmp_path / "cut.yaml"
+    path.write_bytes(content[: int(len(content) * fraction)])
+    with pytest.raises(ivr.ConfigError, match="cut.yaml"):
+        load_recording(path)
+
+
+def test_a_cassette_changed_on_disk_is_read_again(tmp_path):
+    """A loaded cassette is kept while its file is unchanged; a new version is read anew."""
+    path = tmp_path / "greeting.yaml"
+    with open(GREETING, "rb") as f:
+        path.write_bytes(f.read())
+    first = load_recording(path)
+    assert load_recording(path) is first
+    data = _greeting()
+    data["ivrscript"]["end_reason"] = "changed-on-disk"
+    path.write_text(yaml.dump(data, Dumper=_NoAliases), encoding="utf-8")
+    assert load_recording(path).meta["end_reason"] == "changed-on-disk"
+
+
+def test_cli_replay_of_a_corrupted_cassette_is_one_sentence(tmp_path):
+    """`python -m ivrscript SCRIPT --replay BAD` exits 2 with one line, no traceback."""
+    data = _greeting()
+    data["interactions"][1]["response"]["status"]["code"] = "oops"
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.dump(data, Dumper=_NoAliases), encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "ivrscript", os.path.join(
+        os.path.dirname(GREETING), "..", "examples", "greeting.py"), "--replay", str(path)],
+        capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done
+    assert "Traceback" not in done.stderr
+    assert "interactions[1].response.status.code" in done.stderr

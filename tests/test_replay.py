@@ -7,6 +7,8 @@ import glob
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -221,3 +223,79 @@ def test_ivr_replay_fixture_checks_the_transcript(ivr_replay):
     path = os.path.join(RECORDINGS, "menu-support.yaml")
     transcript = ivr_replay(path, example("support_menu.py"))
     assert "forward extension 102" in transcript.lines()
+
+
+def copy_example(tmp_path, name, old, new):
+    """A copy of an example (with its prompts) where ``old`` is replaced by ``new``."""
+    shutil.copytree(os.path.join(EXAMPLES, "prompts"), tmp_path / "prompts")
+    with open(os.path.join(EXAMPLES, name), encoding="utf-8") as f:
+        source = f.read()
+    assert old in source
+    (tmp_path / name).write_text(source.replace(old, new), encoding="utf-8")
+    script, _ = load_script_file(str(tmp_path / name))
+    line = source[: source.index(old)].count("\n") + 1
+    return script, line
+
+
+def test_a_changed_timeout_is_shown_in_script_terms_with_the_script_line(tmp_path):
+    """A collect's timeout changed from 8 to 6 s: the mismatch shows both commands as
+    transcript lines and as the script's arguments (timeout=8s vs timeout=6s, not
+    milliseconds with the prompt included), names the script's file:line of the yield (the
+    sub-flow's, not ivrscript's), and keeps the REST detail below."""
+    script, line = copy_example(tmp_path, "pin.py", "timeout=8,", "timeout=6,")
+    with pytest.raises(ivr.ReplayMismatch) as caught:
+        replay(os.path.join(RECORDINGS, "pin-right.yaml"), script)
+    message = str(caught.value)
+    lines = message.splitlines()
+    assert f"pin.py:{line}: pin = yield ivr.collect(\"xxxx\", timeout=6" in message
+    recorded = next(x for x in lines if x.startswith("  as yielded, recorded:"))
+    replayed = next(x for x in lines if x.startswith("  as yielded, replayed:"))
+    assert recorded.endswith("collect xxxx timeout=8s prompt=prompts/enter-pin.wav")
+    assert replayed.endswith("collect xxxx timeout=6s prompt=prompts/enter-pin.wav")
+    assert "  recorded: collect xxxx (prompt prompts/enter-pin.wav)" in lines
+    assert "  replayed: collect xxxx (prompt prompts/enter-pin.wav)" in lines
+    assert message.index("as yielded") < message.index("REST detail") \
+        < message.index("body.timeout")
+    assert not any(len(x) > 160 for x in lines), "no row of 130 characters of ids"
+
+
+def test_a_mismatch_in_a_menu_names_the_script_line_not_ivrscripts(tmp_path):
+    """A menu's prompt changed: the line named is the script's ``yield ivr.menu(...)``,
+    not the menu's own generator inside ivrscript."""
+    script, line = copy_example(tmp_path, "support_menu.py", '"prompts/support-menu.wav"',
+                                '"prompts/no-input.wav"')
+    with pytest.raises(ivr.ReplayMismatch) as caught:
+        replay(os.path.join(RECORDINGS, "menu-sales.yaml"), script)
+    assert f"support_menu.py:{line}" in str(caught.value)
+    assert "commands.py" not in str(caught.value)
+
+
+def test_pytest_shows_no_ivrscript_frames_for_a_mismatch(tmp_path, ivr_replay):
+    """ReplayMismatch through the fixture: pytest's traceback (with __tracebackhide__
+    applied) has no frame inside the ivrscript package."""
+    script, _ = copy_example(tmp_path, "pin.py", "timeout=8,", "timeout=6,")
+    with pytest.raises(ivr.ReplayMismatch) as caught:
+        ivr_replay(os.path.join(RECORDINGS, "pin-right.yaml"), script)
+    package = os.path.dirname(os.path.abspath(ivr.__file__))
+    shown = [str(entry.path) for entry in caught.traceback.filter(caught)]
+    assert shown and not any(path.startswith(package) for path in shown), shown
+
+
+def test_replay_and_cli_compare_the_transcript_too(tmp_path):
+    """A transcript that differs while every request matches (here: a recorded result line
+    edited) fails replay() itself, so the CLI's --replay and the fixture agree; exit 1."""
+    source = os.path.join(RECORDINGS, "greeting.yaml")
+    with open(source, encoding="utf-8") as f:
+        data = yaml.safe_load(f)
+    data["ivrscript"]["transcript"][2] = "  -> Interrupted"
+    target = write_cassette(tmp_path / "edited.yaml", data)
+    with pytest.raises(ivr.ReplayMismatch, match="transcript differs") as caught:
+        replay(target, example("greeting.py"))
+    assert "-  -> Interrupted" in str(caught.value) and "+  -> Completed" in str(caught.value)
+    assert replay(target, example("greeting.py"), same_transcript=False).lines()[-1] \
+        == "exit    hangup"
+    done = subprocess.run([sys.executable, "-m", "ivrscript", os.path.join(
+        EXAMPLES, "greeting.py"), "--replay", str(target)], capture_output=True, text=True,
+        timeout=60)
+    assert done.returncode == 1, done
+    assert "transcript differs" in done.stderr

@@ -41,6 +41,7 @@ import stat
 import threading
 import time
 import urllib.parse
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -540,6 +541,7 @@ class Recording:
     meta: dict[str, Any]
     requests: list[Any]
     responses: list[Any]
+    _derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def callbacks(self) -> list[dict[str, Any]]:
@@ -972,9 +974,13 @@ class _Playback:
         self.masked = bool(recording.meta.get("numbers_masked"))
         self.call = call
         self.engine: CallEngine | None = None
-        self.expected = [_Step(_shape(req, self.masked), _Answer(resp))
-                         for req, resp in zip(recording.requests, recording.responses,
-                                              strict=True) if not _is_cancel(req)]
+        steps = recording._derived.get("steps")
+        if steps is None:  # the same for every replay of this recording
+            steps = recording._derived["steps"] = [
+                _Step(_shape(req, self.masked), _Answer(resp))
+                for req, resp in zip(recording.requests, recording.responses, strict=True)
+                if not _is_cancel(req)]
+        self.expected: list[_Step] = steps
         self.issued = 0  # recorded requests (cancels excluded) matched so far
 
     def answer(self, method: str, path: str, body: Any) -> _Answer:
@@ -1028,11 +1034,13 @@ class _Playback:
 
 class _Player(RingCentral):
     """The platform client of a replay: its commands build the real requests, and
-    :meth:`request` answers each from the recording (no HTTP at all)."""
+    :meth:`request` answers each from the recording (no HTTP at all). One per thread, reused
+    (building a client reads the environment's proxy settings: slow)."""
 
-    def __init__(self, playback: _Playback) -> None:
+    playback: _Playback
+
+    def __init__(self) -> None:
         super().__init__(server_url=_REPLAY_SERVER, token="replay")
-        self.playback = playback
 
     def request(self, method: str, path: str, *, json: Any = None,  # noqa: A002 - same name
                 retry: bool = True) -> Any:
@@ -1040,6 +1048,42 @@ class _Player(RingCentral):
         if 200 <= answer.status_code < 300:
             return answer
         raise error_for(answer, method.upper(), path, retry=retry)
+
+
+_players = threading.local()
+_checked: weakref.WeakSet[Any] = weakref.WeakSet()  # scripts the loader found no slip in
+_libraries: dict[str | None, MediaLibrary] = {}  # by script folder (it caches by file mtime)
+_libraries_lock = threading.Lock()
+
+
+def _player(playback: _Playback) -> _Player:
+    player = getattr(_players, "player", None)
+    if player is None:
+        player = _players.player = _Player()
+    player.playback = playback
+    return player
+
+
+def _check(script: Any) -> None:
+    try:
+        if script in _checked:
+            return
+    except TypeError:  # not weakly referable: check it every time
+        check_script(script)
+        return
+    if not check_script(script):
+        _checked.add(script)
+
+
+def _library(folder: str | None) -> MediaLibrary:
+    with _libraries_lock:
+        library = _libraries.get(folder)
+        if library is None:
+            if len(_libraries) >= 64:
+                _libraries.clear()
+            library = _libraries[folder] = MediaLibrary([folder])
+            library.base_url = APP_MEDIA.rsplit("/media", 1)[0]
+        return library
 
 
 def _stand_in(call: Call) -> str:
@@ -1096,14 +1140,13 @@ def replay(path: str | os.PathLike[str], script: Callable[[Call], Any], *,
     ``digits`` (one value per masked collect, in order) or a stand-in fitting the pattern.
     """
     __tracebackhide__ = True
-    check_script(script)
+    _check(script)
     recording = load_recording(path)
     wanted = None if digits is None else [str(d) for d in digits]
     callbacks = recording.callbacks
     call = call_from_enter(callbacks[0]["body"])
     call.script_name = getattr(script, "__qualname__", repr(script))
-    library = MediaLibrary([script_dir(script)])
-    library.base_url = APP_MEDIA.rsplit("/media", 1)[0]
+    library = _library(script_dir(script))
 
     def resolve(ref: str) -> Media:
         media = library.resolve(ref)
@@ -1113,7 +1156,7 @@ def replay(path: str | os.PathLike[str], script: Callable[[Call], Any], *,
     engine = CallEngine(script, call, resolve_media=resolve, on_error=on_error, time_scale=0)
     playback = _Playback(recording, call)
     playback.engine = engine
-    client = _Player(playback)
+    client = _player(playback)
     waits: collections.deque[Any] = collections.deque()
 
     def run(actions: Iterable[Any]) -> None:
@@ -1149,8 +1192,6 @@ def replay(path: str | os.PathLike[str], script: Callable[[Call], Any], *,
             raise playback.missing("the end of the call")
     except _Diverged as diverged:
         raise diverged.mismatch from None
-    finally:
-        client.close()
     if same_transcript:
         compare_transcript(recording, call.transcript)
     return call.transcript

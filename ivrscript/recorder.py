@@ -231,8 +231,8 @@ class _Session:
     started: float = field(default_factory=time.monotonic)
     overflow: bool = False  # past MAX_RECORDING_ENTRIES: dropped, not written
 
-    def room(self) -> bool:
-        if len(self.callbacks) + len(self.interactions) >= MAX_RECORDING_ENTRIES:
+    def room(self, limit: int) -> bool:
+        if len(self.callbacks) + len(self.interactions) >= limit:
             self.overflow = True
         return not self.overflow
 
@@ -299,7 +299,7 @@ class Recorder:
                     return
                 self._sessions[session_id] = _Session()
             entry = self._sessions.get(session_id)
-            if entry is None or not entry.room():
+            if entry is None or not entry.room(self.max_entries):
                 return
             entry.callbacks.append({
                 "kind": kind,
@@ -368,7 +368,7 @@ class Recorder:
             return  # an expired token, renewed and retried by the client: not the call's story
         with self._lock:
             entry = self._sessions.get(urllib.parse.unquote(match.group(1)))
-            if entry is None or not entry.room():
+            if entry is None or not entry.room(self.max_entries):
                 return
             entry.interactions.append((request, response))
 

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 import ivrscript as ivr
+from ivrscript import recorder
 from ivrscript.recorder import load_recording
 from ivrscript.testing import replay
 
@@ -346,3 +347,74 @@ def test_cli_replay_of_a_corrupted_cassette_is_one_sentence(tmp_path):
     assert done.returncode == 2, done
     assert "Traceback" not in done.stderr
     assert "interactions[1].response.status.code" in done.stderr
+
+
+# -- what forged calls can write ------------------------------------------------------------------
+
+FORGED_IDS = ["../../escaped", "a/b\\c", "..", ".", "/etc/passwd", "s-\x1b]52;c;x\x07",
+              "x" * 600, "ok-id", "ok_id", "ok id"]
+
+
+def test_cassette_names_stay_in_the_folder_and_never_collide():
+    """Any session id gives a plain file name (no separator, no leading dot, bounded length),
+    and ids that differ give names that differ."""
+    names = [recorder.cassette_name(ivr.Call(sid)) for sid in FORGED_IDS]
+    for name in names:
+        assert os.path.basename(name) == name and "/" not in name and "\\" not in name
+        assert not name.startswith(".") and len(name) <= 200 and name.endswith(".yaml")
+        assert name.isprintable()
+    assert len(set(names)) == len(names)
+    assert recorder.cassette_name(ivr.Call("s-abc123")) == "call-s-abc123.yaml"
+
+
+def forged_enter(session_id):
+    return {"sessionId": session_id, "partyId": "p-app",
+            "inParty": {"id": "p-caller", "from": {"phoneNumber": "+15550100"}}}
+
+
+def test_forged_session_ids_cannot_write_outside_the_folder(sim, tmp_path):
+    """Forged on-call-enter callbacks (the secret known) with path separators in the session
+    id: each recorded cassette is a plain file inside the folder; nothing is written
+    elsewhere."""
+    import requests
+
+    folder = tmp_path / "calls"
+    app = ivr.App(example("greeting.py"), platform=sim, record=str(folder)).start()
+    try:
+        for sid in ("../../escaped", "sub/dir/x", ".."):
+            answer = requests.post(app.callback_urls["on-call-enter"], json=forged_enter(sid),
+                                   timeout=10)
+            assert answer.status_code in (200, 204), answer.text
+        for sid in ("../../escaped", "sub/dir/x", ".."):
+            call = next(c for c in app.calls if c.session_id == sid)
+            call.wait_until_ended(10)  # the platform knows no such call: it ends
+    finally:
+        app.stop()  # every finished call's cassette is written by then
+    written = sorted(p.name for p in folder.iterdir())
+    assert len(written) == 3 and all(name.endswith(".yaml") for name in written), written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calls"]
+    assert not any(p.is_dir() for p in folder.iterdir())
+
+
+def test_recorder_caps_calls_in_progress_and_entries_per_call(sim, tmp_path, caplog):
+    """With max_calls=2 a third call in progress is not recorded (a warning says so); with
+    max_entries, a call flooded with updates is not written at all."""
+    app = ivr.App(example("greeting.py"), platform=sim).start()
+    try:
+        rec = recorder.Recorder(app, tmp_path, max_calls=2, max_entries=10)
+        calls = [ivr.Call(f"s-{n}", party_id="p", caller_party_id="c") for n in range(3)]
+        for call in calls:
+            rec.callback("on-call-enter", forged_enter(call.session_id))
+        assert any("not recorded" in r.getMessage() for r in caplog.records)
+        update = {"sessionId": "s-0", "command": "Play", "status": "Completed",
+                  "commandId": "1"}
+        for _ in range(50):
+            rec.callback("on-command-update", update)
+        for call in calls:
+            call._finish("hangup")
+            rec.finished(call)
+        rec.close()
+    finally:
+        app.stop()
+    assert sorted(os.listdir(tmp_path)) == ["call-s-1.yaml"]
+    assert any("more than 10 callbacks" in r.getMessage() for r in caplog.records)

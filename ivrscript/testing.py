@@ -133,8 +133,7 @@ def _ivr_simulator() -> Iterator[Any]:
 
 
 def _ivr_call(ivr_simulator: Any) -> Iterator[SimulatedCalls]:
-    """Ring a script on the test's simulator: ``phone, call = ivr_call(main)``.
-
+    """Ring a script on the test's simulator: ``phone, call = ivr_call(main)``;
     ``ivr_call(script, *, caller="+15550100", called=None, **app_options)`` starts an
     ``App(script, platform=ivr_simulator, **app_options)`` (``record=DIR``,
     ``record_numbers=False``, ``on_error=...``, ``workers=``, ... : any App keyword), rings
@@ -151,8 +150,7 @@ def _ivr_call(ivr_simulator: Any) -> Iterator[SimulatedCalls]:
 
 
 def _ivr_replay() -> Callable[..., Any]:
-    """Replay a recorded call: ``transcript = ivr_replay(path, main)``.
-
+    """Replay a recorded call: ``transcript = ivr_replay(path, main)``;
     ``ivr_replay(path, script, *, on_error=None, digits=None, same_transcript=True)`` runs
     ``script`` against the cassette at ``path`` (no network, no sleeping) and returns the
     replayed :class:`ivrscript.Transcript`. A request that differs from the recording, or a

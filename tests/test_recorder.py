@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import subprocess
@@ -13,6 +14,7 @@ import yaml
 
 import ivrscript as ivr
 from ivrscript import recorder
+from ivrscript.commands import Collect
 from ivrscript.recorder import load_recording
 from ivrscript.testing import replay
 
@@ -418,3 +420,96 @@ def test_recorder_caps_calls_in_progress_and_entries_per_call(sim, tmp_path, cap
         app.stop()
     assert sorted(os.listdir(tmp_path)) == ["call-s-1.yaml"]
     assert any("more than 10 callbacks" in r.getMessage() for r in caplog.records)
+
+
+# -- sensitive keys ------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SensitiveCollect(Collect):
+    """A collect marked sensitive, as ``collect(..., sensitive=True)`` builds it (the
+    recorder only reads ``command.sensitive``)."""
+
+    sensitive: bool = True
+
+
+SensitiveCollect.__name__ = "Collect"  # the transcript names a verb by its class: "collect"
+PIN = "9876"
+
+
+def pin_check(call):
+    pin = yield SensitiveCollect(("xxxx",), timeout=30)
+    call.data["pin"] = str(pin)
+    GOT.append(str(pin))
+    if pin == PIN:
+        yield ivr.play("https://media.example/accepted.wav")
+    else:
+        yield ivr.play("https://media.example/wrong.wav")
+
+
+GOT: list[str] = []
+
+
+def test_sensitive_keys_never_reach_the_cassette_and_replay_is_told_them(sim, make_app,
+                                                                          tmp_path):
+    """The keys of a sensitive collect are stored as '****' (callbacks and transcript);
+    replay(digits=[...]) gives the script the real value and the call replays to the
+    recorded transcript; without digits the script gets a stand-in fitting the pattern
+    ('0000'), which here takes the other branch: a ReplayMismatch."""
+    app = make_app(pin_check, record=str(tmp_path))
+    phone = sim.call(app)
+    phone.press(PIN)
+    call = finish(app, phone)
+    app.stop()
+    assert call.data["pin"] == PIN, "the script itself got the real keys"
+    path = cassette_of(tmp_path, call)
+    text = read(path)
+    assert PIN not in text
+    recording = load_recording(path)
+    masked = [cb for cb in recording.callbacks if cb.get("masked")]
+    assert [cb["body"]["parameters"]["digits"] for cb in masked] == ["****"]
+    assert "  -> '****' Completed" in recording.transcript
+    GOT.clear()
+    transcript = replay(path, pin_check, digits=[PIN])
+    assert GOT == [PIN]
+    assert "play    https://media.example/accepted.wav" in transcript.lines()
+    with pytest.raises(ivr.ReplayMismatch, match="wrong.wav"):
+        replay(path, pin_check)
+    assert GOT[-1] == "0000", "the stand-in fits the pattern xxxx"
+    with pytest.raises(ivr.ConfigError, match="digits="):
+        replay(path, pin_check, digits=[])
+
+
+def test_a_value_that_does_not_decide_replays_with_the_stand_in(tmp_path):
+    """A sensitive collect whose value does not decide the path replays without digits=
+    (the script gets '0000'), to the recorded transcript with its keys masked: built from
+    the committed pin-right cassette, masked by hand as the recorder masks."""
+    data = _greeting_like("pin-right.yaml")
+    for callback in data["ivrscript"]["callbacks"]:
+        params = callback["body"].get("parameters") or {}
+        if params.get("digits") == "1234":
+            params["digits"] = "****"
+            callback["masked"] = 1
+    lines = data["ivrscript"]["transcript"]
+    lines[lines.index("  -> '1234' Completed")] = "  -> '****' Completed"
+    got = []
+
+    def main(call):
+        yield ivr.play("prompts/welcome.wav")
+        pin = yield SensitiveCollect(("xxxx",), timeout=8, prompt=("prompts/enter-pin.wav",))
+        got.append(str(pin))
+        yield ivr.play("prompts/pin-accepted.wav")
+        yield ivr.play("prompts/goodbye.wav")
+
+    main.__code__ = main.__code__.replace(co_filename=os.path.join(
+        os.path.dirname(GREETING), "..", "examples", "pin.py"))
+    path = tmp_path / "masked.yaml"
+    path.write_text(yaml.dump(data, Dumper=_NoAliases), encoding="utf-8")
+    transcript = replay(path, main)
+    assert got == ["0000"]
+    assert "  -> '****' Completed" in recorder.masked_lines(transcript)
+
+
+def _greeting_like(name):
+    with open(os.path.join(os.path.dirname(GREETING), name), encoding="utf-8") as f:
+        return yaml.safe_load(f)

@@ -513,3 +513,21 @@ def test_a_value_that_does_not_decide_replays_with_the_stand_in(tmp_path):
 def _greeting_like(name):
     with open(os.path.join(os.path.dirname(GREETING), name), encoding="utf-8") as f:
         return yaml.safe_load(f)
+
+
+def test_commands_are_stored_with_their_arguments_spoken_prompts_included():
+    """A cassette stores each yielded command's arguments; a media item that is a value
+    object (a spoken prompt: text, voice, rate) is stored with its fields, not as a URL."""
+    @dataclasses.dataclass(frozen=True)
+    class Speech:
+        text: str
+        voice: str | None = None
+        rate: float | None = None
+
+    play = ivr.commands.Play(("prompts/a.wav", Speech("Welcome", "en-us", 1.2)))
+    assert recorder._command_data(play) == {
+        "verb": "play", "interrupt_by_dtmf": False, "repeat": 1,
+        "media": ["prompts/a.wav",
+                  {"kind": "speech", "text": "Welcome", "voice": "en-us", "rate": 1.2}]}
+    assert yaml.safe_load(yaml.safe_dump(recorder._command_data(play)))["media"][1]["text"] \
+        == "Welcome"

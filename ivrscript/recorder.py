@@ -63,7 +63,7 @@ from . import commands as _commands
 from .call import RESULT, Call, Transcript, TranscriptEvent, mask_number
 from .dispatch import call_from_enter, callback_event, send_with
 from .engine import CallEngine, Finished, Media, Request, Wait
-from .errors import ConfigError, ReplayMismatch
+from .errors import ConfigError, IvrError, ReplayMismatch
 from .listener import CALLBACKS
 from .loader import check_script, script_dir
 from .media import MediaLibrary
@@ -276,10 +276,18 @@ class Recorder:
         self._adapter = _adapter(self._cassette)
         self._unmount = mount(client.server_url.rstrip("/") + "/", self._adapter)
         self._closed = False
+        self._base = ""
+        self._media_base()
 
     def _media_base(self) -> str:
-        """The app's current ``{public_url}/{secret}``, which local media URLs start with."""
-        return f"{self.app.public_url}/{self.app.secret}" if self.app.running else ""
+        """The app's ``{public_url}/{secret}``, which local media URLs start with (the last
+        one seen while it ran: a call's cassette may be written while the app stops)."""
+        if self.app.running:
+            try:
+                self._base = f"{self.app.public_url}/{self.app.secret}"
+            except IvrError:  # stopped in between
+                pass
+        return self._base
 
     # -- observer hooks (App) -----------------------------------------------------------------
 
@@ -288,6 +296,8 @@ class Recorder:
         session_id = body.get("sessionId")
         if not isinstance(session_id, str):
             return
+        if kind == "on-call-enter":
+            self._media_base()  # the app runs: remember where its media are
         with self._lock:
             if kind == "on-call-enter" and session_id not in self._sessions:
                 if len(self._sessions) >= self.max_calls:
@@ -667,6 +677,8 @@ def _check_shape(data: Any) -> None:
         uri = _get(request, "uri", f"{where}.request", str, "a URL")
         if "://" not in uri:
             raise _Bad(f"{where}.request.uri", f"must be a URL, not {_short(uri)}")
+        if "body" not in request:
+            raise _Bad(f"{where}.request.body", "is missing (null for no body)")
         _get(request, "body", f"{where}.request", (str, bytes), "a string", optional=True)
         _check_headers(_get(request, "headers", f"{where}.request", dict, "a mapping"),
                        f"{where}.request.headers")
@@ -721,7 +733,8 @@ def _parse(path: str, text: str) -> Any:
 _cache: collections.OrderedDict[tuple[str, int, int, int], Recording] = \
     collections.OrderedDict()
 _cache_lock = threading.Lock()
-_CACHE_SIZE = 256
+_CACHE_SIZE = 256  # cassettes kept loaded, and at most this many bytes of their files:
+_CACHE_BYTES = 64 * 1024 * 1024
 
 
 def load_recording(path: str | os.PathLike[str]) -> Recording:
@@ -768,7 +781,8 @@ def load_recording(path: str | os.PathLike[str]) -> Recording:
     recording = Recording(path, data["ivrscript"], list(found_[0]), list(found_[1]))
     with _cache_lock:
         _cache[key] = recording
-        while len(_cache) > _CACHE_SIZE:
+        while len(_cache) > _CACHE_SIZE or (
+                len(_cache) > 1 and sum(k[2] for k in _cache) > _CACHE_BYTES):
             _cache.popitem(last=False)
     return recording
 
@@ -898,11 +912,15 @@ def _as_yielded(recorded: dict[str, Any] | None,
     return out[0], out[1]
 
 
-def _script_line(engine: CallEngine) -> str:
+def _script_line(engine: CallEngine) -> str | None:
     """``file:line: source`` of the script's innermost yield the engine is suspended at (its
-    own frames, e.g. a menu's, skipped); read-only."""
+    own frames, e.g. a menu's, skipped), from the generators the engine holds (read-only);
+    None if this engine does not show them."""
     package = os.path.dirname(os.path.abspath(__file__))
-    for gen in reversed(list(getattr(engine, "_stack", ()))):
+    stack = getattr(engine, "_stack", None)
+    if not isinstance(stack, list):
+        return None
+    for gen in reversed(stack):
         frame = getattr(gen, "gi_frame", None)
         code = getattr(gen, "gi_code", None)
         if frame is None or code is None:
@@ -1012,8 +1030,9 @@ class _Playback:
         lines = masked_lines(events)
         parts = [f"replay of {self.recording.path}: step {self.issued + 1} of "
                  f"{len(self.expected)}: {what}."]
-        if self.engine is not None:
-            parts.append(f"  script:   {_script_line(self.engine)}")
+        where = _script_line(self.engine) if self.engine is not None else None
+        if where is not None:
+            parts.append(f"  script:   {where}")
         if doing:
             at = doing[-1]
             recorded_lines = self.recording.transcript

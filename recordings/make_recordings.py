@@ -26,7 +26,7 @@ sys.path.insert(0, ROOT)
 
 from ivrscript import App, Simulator  # noqa: E402
 from ivrscript.loader import load_script_file  # noqa: E402
-from ivrscript.recorder import load_recording  # noqa: E402
+from ivrscript.recorder import cassette_name, load_recording  # noqa: E402
 from ivrscript.testing import replay  # noqa: E402
 
 CALLER = "+15550100"
@@ -119,8 +119,9 @@ def record(name: str, scenario: Scenario, attempts: int = 3) -> str:
                 phone.wait_until_ended(timeout=30)
                 call = next(c for c in app.calls if c.session_id == phone.session_id)
                 call.wait_until_ended(timeout=30)
-                path = app._recorder.wait_for(call.session_id, timeout=30)
                 lines = call.transcript.lines()
+            # The app has stopped: every finished call's cassette is written.
+            path = os.path.join(folder, cassette_name(call))
             problem = _check(scenario, call.end_reason, lines)
             if problem:
                 continue

@@ -256,6 +256,7 @@ SHAPE_VARIANTS = [
     ("interactions[0].request.method", 5, "interactions[0].request.method must be an HTTP"),
     ("interactions[0].request.uri", "/no/host", "interactions[0].request.uri must be a URL"),
     ("interactions[0].request.headers", "h", "interactions[0].request.headers must be a map"),
+    ("interactions[0].request.body", DELETE, "interactions[0].request.body is missing"),
     ("interactions[1].response.status.code", "ok", "response.status.code must be an HTTP"),
     ("interactions[1].response.status.code", 999, "response.status.code must be an HTTP"),
     ("interactions[1].response.status", DELETE, "interactions[1].response.status is missing"),
@@ -531,3 +532,17 @@ def test_commands_are_stored_with_their_arguments_spoken_prompts_included():
                   {"kind": "speech", "text": "Welcome", "voice": "en-us", "rate": 1.2}]}
     assert yaml.safe_load(yaml.safe_dump(recorder._command_data(play)))["media"][1]["text"] \
         == "Welcome"
+
+
+def test_a_cassette_written_while_the_app_stops_still_hides_the_media_address(sim, tmp_path):
+    """The last call's cassette is often written while stop() drains the workers (the app
+    no longer runs): the media address to rewrite is the one seen while it ran."""
+    app = ivr.App(example("greeting.py"), platform=sim).start()
+    rec = recorder.Recorder(app, tmp_path)
+    base = f"{app.public_url}/{app.secret}"
+    app.stop()
+    try:
+        assert not app.running
+        assert rec._media_base() == base
+    finally:
+        rec.close()

@@ -243,12 +243,13 @@ class Recorder:
     ``numbers=False`` masks phone numbers (callbacks, REST bodies, transcript). ``paths`` maps
     each written call's session id to its file. What a flood of calls can write is bounded:
     ``max_calls`` calls are recorded at once (later ones are not recorded, with a warning) and
-    a call with more than ``max_entries`` callbacks and REST exchanges is not written.
+    a call with more than ``max_entries`` callbacks and REST exchanges is not written
+    (defaults: :data:`MAX_RECORDING_CALLS`, :data:`MAX_RECORDING_ENTRIES`).
     """
 
     def __init__(self, app: Any, directory: str | os.PathLike[str], *,
-                 numbers: bool = True, max_calls: int = MAX_RECORDING_CALLS,
-                 max_entries: int = MAX_RECORDING_ENTRIES) -> None:
+                 numbers: bool = True, max_calls: int | None = None,
+                 max_entries: int | None = None) -> None:
         self.app = app
         self.directory = os.fspath(directory)
         try:
@@ -257,8 +258,8 @@ class Recorder:
             raise ConfigError(f"cannot record calls into {self.directory!r}: "
                               f"{error.strerror or error}") from None
         self.numbers = numbers
-        self.max_calls = max_calls
-        self.max_entries = max_entries
+        self.max_calls = MAX_RECORDING_CALLS if max_calls is None else max_calls
+        self.max_entries = MAX_RECORDING_ENTRIES if max_entries is None else max_entries
         # The latest cassettes by session id (bounded: an app may run for months).
         self.paths: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._sessions: dict[str, _Session] = {}

@@ -546,3 +546,16 @@ def test_a_cassette_written_while_the_app_stops_still_hides_the_media_address(si
         assert rec._media_base() == base
     finally:
         rec.close()
+
+
+def test_the_documented_limit_applies_to_app_record(sim, make_app, tmp_path, monkeypatch,
+                                                     caplog):
+    """README: setting ivrscript.recorder.MAX_RECORDING_CALLS before start changes the limit
+    App(record=...) uses; at 0 a call is not recorded and a warning says so."""
+    monkeypatch.setattr(recorder, "MAX_RECORDING_CALLS", 0)
+    app = make_app(example("greeting.py"), record=str(tmp_path))
+    phone = sim.call(app)
+    finish(app, phone)
+    app.stop()
+    assert os.listdir(tmp_path) == []
+    assert any("not recorded" in r.getMessage() for r in caplog.records)

@@ -893,8 +893,9 @@ def _as_yielded(recorded: dict[str, Any] | None,
     names: list[str] = []
     for side in sides:
         names += [n for n in side if n != "verb" and n not in names]
+    both = all(sides)
     shown_ = [name for name in names
-              if sides[0].get(name) != sides[1].get(name)
+              if (both and sides[0].get(name) != sides[1].get(name))
               or any(name in side and not is_default(side, name) for side in sides)]
     out = []
     for side in sides:
@@ -1047,6 +1048,8 @@ class _Playback:
             parts.append(f"  replayed: {lines[at]}")
             if mine is not None or theirs is not None:
                 a, b = _as_yielded(theirs, mine)
+                if theirs is None and "commands" not in self.recording.meta:
+                    a = "(not in this cassette: recorded by an older ivrscript)"
                 if a != b:
                     parts.append(f"  as yielded, recorded: {a}")
                     parts.append(f"  as yielded, replayed: {b}")

@@ -299,3 +299,24 @@ def test_replay_and_cli_compare_the_transcript_too(tmp_path):
         timeout=60)
     assert done.returncode == 1, done
     assert "transcript differs" in done.stderr
+
+
+def test_a_cassette_without_commands_still_replays_and_says_what_it_lacks(tmp_path):
+    """A cassette from before commands were recorded replays; a mismatch shows the replayed
+    command as yielded and says the recorded one is not in the file."""
+    with open(os.path.join(RECORDINGS, "greeting.yaml"), encoding="utf-8") as f:
+        data = yaml.safe_load(f)
+    del data["ivrscript"]["commands"]
+    target = write_cassette(tmp_path / "older.yaml", data)
+    assert replay(target, example("greeting.py")).lines()[-1] == "exit    hangup"
+
+    def main(call):
+        yield ivr.play("prompts/welcome.wav")
+        yield ivr.play("prompts/pin-accepted.wav")
+
+    main.__code__ = main.__code__.replace(co_filename=os.path.join(EXAMPLES, "greeting.py"))
+    with pytest.raises(ivr.ReplayMismatch) as caught:
+        replay(target, main)
+    lines = str(caught.value).splitlines()
+    assert "  as yielded, replayed: play prompts/pin-accepted.wav" in lines
+    assert any("not in this cassette" in line for line in lines)

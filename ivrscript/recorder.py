@@ -1140,6 +1140,15 @@ def _unmasked(callback: dict[str, Any], call: Call, digits: list[str] | None,
     return {**body, "parameters": {**(body.get("parameters") or {}), "digits": value}}
 
 
+def _comparable(line: str) -> str:
+    """A transcript line as replay compares it: a traceback by its last line (the error
+    itself), since its frames name files of the machine and the stack that ran it."""
+    if line.startswith("error   Traceback"):
+        last = [x.strip() for x in line.splitlines() if x.strip()][-1]
+        return f"error   {last}"
+    return line
+
+
 def compare_transcript(recording: Recording, transcript: Transcript) -> None:
     """Raise :class:`ReplayMismatch` if ``transcript`` is not the one recorded (a diff)."""
     __tracebackhide__ = True
@@ -1147,7 +1156,7 @@ def compare_transcript(recording: Recording, transcript: Transcript) -> None:
     replayed = masked_lines(transcript)
     if recording.meta.get("numbers_masked"):
         replayed = [mask_numbers_in(line) for line in replayed]
-    if recorded and recorded != replayed:
+    if recorded and [_comparable(x) for x in recorded] != [_comparable(x) for x in replayed]:
         diff = "\n".join(difflib.unified_diff(recorded, replayed, "recorded", "replayed",
                                                lineterm=""))
         raise ReplayMismatch(f"replay of {recording.path}: every request matched, but the "

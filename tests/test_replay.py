@@ -320,3 +320,32 @@ def test_a_cassette_without_commands_still_replays_and_says_what_it_lacks(tmp_pa
     lines = str(caught.value).splitlines()
     assert "  as yielded, replayed: play prompts/pin-accepted.wav" in lines
     assert any("not in this cassette" in line for line in lines)
+
+
+def test_recorded_error_answers_replay_to_the_same_failure(tmp_path):
+    """A call whose every request the platform answered 503: the retries, the final
+    CommandFailed with the platform's message, on_error's failed hang-up; the replay rebuilds
+    the same errors from the recorded answers (RetryLater, then PlatformError) and ends with
+    the same transcript, word for word."""
+    def main(call):
+        yield ivr.play("https://media.example/hello.wav")
+
+    with ivr.Simulator(speed=50, unavailable=1.0, seed=3) as down:
+        app = ivr.App(main, platform=down, record=str(tmp_path)).start()
+        try:
+            down.call(app)
+            call = app.calls[0] if app.calls else None
+            assert call is not None
+            call.wait_until_ended(60)
+        finally:
+            app.stop()
+    lines = call.transcript.lines()
+    assert any("503" in line and "failed" in line for line in lines), lines
+    (path,) = glob.glob(os.path.join(tmp_path, "*.yaml"))
+    assert {r["status"]["code"] for r in load_recording(path).responses} == {503}
+    replayed = replay(path, main).lines()  # replay compares the transcripts itself
+
+    def last_line(line):  # a traceback's frames differ (another stack ran it): its error not
+        return line.splitlines()[-1]
+
+    assert [last_line(x) for x in replayed] == [last_line(x) for x in lines]

@@ -409,7 +409,7 @@ class Recorder:
             for cb in entry.callbacks:
                 scrub.numbers.update(_phone_numbers(cb["body"]))
         events = list(call.transcript)
-        secrets_ = _sensitive_digits(events)
+        secrets_ = _sensitive_digits(events, entry.callbacks)
         with self._lock:
             interactions = [(self._clean_request(scrub, req), self._clean_response(scrub, resp))
                             for req, resp in entry.interactions]
@@ -497,33 +497,67 @@ def _command_data(command: Any) -> dict[str, Any]:
 
 def _sensitive_results(events: list[TranscriptEvent]) -> list[int]:
     """Indexes of the result events that answer a ``sensitive=True`` command."""
-    found, sensitive = [], False
+    return [index for index, sensitive in _collect_results(events) if sensitive]
+
+
+def _collect_results(events: list[TranscriptEvent]) -> list[tuple[int, bool]]:
+    """(index, sensitive) of every result event that answers a collect, in order."""
+    found, command = [], None
     for index, event in enumerate(events):
         if _is_command(event):
-            sensitive = bool(getattr(event.data["command"], "sensitive", False))
-        elif event.kind == RESULT and sensitive:
-            found.append(index)
-            sensitive = False
+            command = event.data["command"]
+        elif event.kind == RESULT and command is not None:
+            if hasattr(command, "patterns") and "digits" in event.data:
+                found.append((index, bool(getattr(command, "sensitive", False))))
+            command = None
     return found
 
 
-def _sensitive_digits(events: list[TranscriptEvent]) -> list[str]:
-    """The keys the caller pressed for sensitive commands, in order, each once."""
+def _sensitive_digits(events: list[TranscriptEvent],
+                      callbacks: list[dict[str, Any]]) -> list[str]:
+    """The keys the caller pressed for sensitive collects, in order, each once.
+
+    The transcript shows them as ``****``, so each collect's result is paired with the Collect
+    update that gave it (the next one in arrival order with its status, and its keys when
+    they are shown). If a sensitive result finds no update, every Collect update's keys are
+    taken as secret: a cassette never holds them by mistake."""
+    updates = []
+    for cb in callbacks:
+        body = cb.get("body") or {}
+        if cb.get("kind") == "on-command-update" and body.get("command") == "Collect":
+            digits = (body.get("parameters") or {}).get("digits")
+            updates.append((body.get("status"), digits if isinstance(digits, str) else "",
+                            body.get("commandId")))
     found: list[str] = []
-    for index in _sensitive_results(events):
-        digits = events[index].data.get("digits")
-        if isinstance(digits, str) and digits and digits != SENSITIVE and digits not in found:
-            found.append(digits)
+    paired: set[tuple[Any, ...]] = set()  # a repeated delivery answers no second collect
+    pointer = 0
+    for index, sensitive in _collect_results(events):
+        data = events[index].data
+        for j in range(pointer, len(updates)):
+            status, digits, _ = updates[j]
+            if updates[j] in paired:
+                continue
+            if status == data.get("status") and (sensitive or digits == data.get("digits")):
+                pointer = j + 1
+                paired.add(updates[j])
+                if sensitive and digits and digits not in found:
+                    found.append(digits)
+                break
+        else:
+            if sensitive:  # fail closed
+                return list(dict.fromkeys(d for _, d, _ in updates if d))
     return found
 
 
 def masked_lines(events: Iterable[TranscriptEvent]) -> list[str]:
-    """Transcript lines with the result of every sensitive command shown as ``'****'``."""
+    """Transcript lines with the result of every sensitive collect shown as ``'****'`` (the
+    engine shows them so already; this keeps a cassette safe whatever made the events)."""
     events = list(events)
     lines = [event.line() for event in events]
     for index in _sensitive_results(events):
-        status = events[index].data.get("status")
-        lines[index] = f"  -> {SENSITIVE!r} {status}" if status else f"  -> {SENSITIVE!r}"
+        status, digits = events[index].data.get("status"), events[index].data.get("digits")
+        if digits:
+            lines[index] = f"  -> {SENSITIVE!r} {status}"
     return lines
 
 

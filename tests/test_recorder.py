@@ -14,7 +14,6 @@ import yaml
 
 import ivrscript as ivr
 from ivrscript import recorder
-from ivrscript.commands import Collect
 from ivrscript.recorder import load_recording
 from ivrscript.testing import replay
 
@@ -426,20 +425,11 @@ def test_recorder_caps_calls_in_progress_and_entries_per_call(sim, tmp_path, cap
 # -- sensitive keys ------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class SensitiveCollect(Collect):
-    """A collect marked sensitive, as ``collect(..., sensitive=True)`` builds it (the
-    recorder only reads ``command.sensitive``)."""
-
-    sensitive: bool = True
-
-
-SensitiveCollect.__name__ = "Collect"  # the transcript names a verb by its class: "collect"
 PIN = "9876"
 
 
 def pin_check(call):
-    pin = yield SensitiveCollect(("xxxx",), timeout=30)
+    pin = yield ivr.collect("xxxx", timeout=100, sensitive=True)  # 5 s real time
     call.data["pin"] = str(pin)
     GOT.append(str(pin))
     if pin == PIN:
@@ -493,11 +483,14 @@ def test_a_value_that_does_not_decide_replays_with_the_stand_in(tmp_path):
             callback["masked"] = 1
     lines = data["ivrscript"]["transcript"]
     lines[lines.index("  -> '1234' Completed")] = "  -> '****' Completed"
+    prompt = "collect xxxx (prompt prompts/enter-pin.wav)"
+    lines[lines.index(prompt)] = prompt + " (sensitive)"
     got = []
 
     def main(call):
         yield ivr.play("prompts/welcome.wav")
-        pin = yield SensitiveCollect(("xxxx",), timeout=8, prompt=("prompts/enter-pin.wav",))
+        pin = yield ivr.collect("xxxx", timeout=8, prompt="prompts/enter-pin.wav",
+                                sensitive=True)
         got.append(str(pin))
         yield ivr.play("prompts/pin-accepted.wav")
         yield ivr.play("prompts/goodbye.wav")
@@ -559,3 +552,34 @@ def test_the_documented_limit_applies_to_app_record(sim, make_app, tmp_path, mon
     app.stop()
     assert os.listdir(tmp_path) == []
     assert any("not recorded" in r.getMessage() for r in caplog.records)
+
+
+def test_sensitive_keys_are_found_though_the_transcript_shows_stars():
+    """The transcript shows a sensitive collect's keys as ****: the recorder pairs each
+    collect result with its Collect update (duplicates and a shown collect before it
+    included), and when it cannot, treats every Collect update's keys as secret."""
+    from ivrscript.call import TranscriptEvent
+
+    shown = ivr.collect("xx", timeout=5)
+    secret = ivr.collect("xxxx", timeout=5, sensitive=True)
+    events = [TranscriptEvent("enter", ""),
+              TranscriptEvent("collect", "xx", data={"command": shown}),
+              TranscriptEvent("result", "'12' Completed", data={"digits": "12",
+                                                                "status": "Completed"}),
+              TranscriptEvent("collect", "xxxx", data={"command": secret}),
+              TranscriptEvent("result", "'****' Completed", data={"digits": "****",
+                                                                  "status": "Completed"})]
+
+    def update(digits, status="Completed"):
+        return {"kind": "on-command-update", "after": 1, "body": {
+            "sessionId": "s", "command": "Collect", "status": status,
+            "parameters": {"digits": digits}}}
+
+    callbacks = [update("12"), update("12"), update("4321")]
+    assert recorder._sensitive_digits(events, callbacks) == ["4321"]
+    masked = [recorder._mask_callback(cb, ["4321"]) for cb in callbacks]
+    assert [cb["body"]["parameters"]["digits"] for cb in masked] == ["12", "12", "****"]
+    assert masked[2]["masked"] == 1
+    # No update with the sensitive result's status: fail closed, every key is secret.
+    assert recorder._sensitive_digits(events, [update("12"), update("4321", "Timeout")]) == \
+        ["12", "4321"]

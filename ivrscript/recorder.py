@@ -482,13 +482,11 @@ def _command_data(command: Any) -> dict[str, Any]:
     def plain(value: Any) -> Any:
         if isinstance(value, tuple | list):
             return [plain(v) for v in value]
-        if value is None or isinstance(value, str | bool | int | float):
+        if isinstance(value, str):
+            # A spoken prompt is a str showing its text, voice and rate: kept as that text.
+            return str(value)
+        if value is None or isinstance(value, bool | int | float):
             return value
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            # e.g. a spoken prompt among the media: its text, voice and rate, not only a URL
-            return {"kind": type(value).__name__.lower(),
-                    **{f.name: plain(getattr(value, f.name))
-                       for f in dataclasses.fields(value)}}
         return str(value)
 
     return {"verb": type(command).__name__.lower(),

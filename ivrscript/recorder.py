@@ -4,31 +4,44 @@ and yaml.
 A cassette is vcrpy's YAML file: the call's REST interactions, captured by vcrpy's own
 connection stubs, plus a top-level ``ivrscript`` key with the script's name, when it was
 recorded, the inbound callbacks in arrival order (each with ``after``: how many of the call's
-REST interactions had completed when it arrived) and the transcript as the app saw it.
+REST interactions had completed when it arrived), the transcript as the app saw it and the
+arguments of each command the script yielded.
 
 Why vcrpy is not used as a process-wide patch here: ``use_cassette`` swaps urllib3's connection
 classes for every thread and briefly swaps them back around each real request, so with many
 calls in flight (and the simulator's own requests in the same process) requests would slip past
-it. Instead vcrpy's connection stubs are mounted on ONE ``requests.Session``: the app's platform
-client while recording (only requests to the platform's URL pass through them, so the app's
-own listener, media fetches and anything else are never recorded), a replay's own client while
-playing back. Nothing global is patched, so any number of calls, apps and replays can run at
-once. Interactions are split per call by the session id in their path.
+it. Instead vcrpy's connection stubs are mounted on the app's platform client only
+(``RingCentral.mount_adapter``): only requests to the platform's URL pass through them, so the
+app's own listener, media fetches and anything else are never recorded. Nothing global is
+patched, so any number of calls, apps and replays can run at once. Interactions are split per
+call by the session id in their path.
+
+Replay needs no HTTP stack: the cassette is parsed once (and kept while the file is
+unchanged), and a :class:`RingCentral` whose ``request`` answers from the recording plays it
+back, so the request bodies and the errors are the real client's.
 
 What never reaches a file: Authorization headers, the token endpoint's exchanges, token-like
 fields in bodies, the listener's secret (local media URLs are rewritten to
-``https://app.ivrscript.invalid/media/NAME``), and, with ``numbers=False``, phone numbers.
+``https://app.ivrscript.invalid/media/NAME``), the keys of a ``collect(..., sensitive=True)``
+and, with ``numbers=False``, phone numbers.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
+import difflib
+import hashlib
 import json
+import linecache
 import logging
 import os
 import re
+import stat
 import threading
 import time
+import urllib.parse
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,18 +52,23 @@ import urllib3.connectionpool
 import yaml
 from vcr.cassette import Cassette
 from vcr.filters import remove_headers
-from vcr.persisters.filesystem import CassetteNotFoundError, FilesystemPersister
+from vcr.persisters.filesystem import CassetteNotFoundError
 from vcr.record_mode import RecordMode
 from vcr.request import Request as VcrRequest
-from vcr.serialize import serialize
+from vcr.serialize import deserialize, serialize
 from vcr.serializers import yamlserializer
 from vcr.stubs.urllib3_stubs import VCRRequestsHTTPConnection, VCRRequestsHTTPSConnection
 
-from .call import Call, Transcript, mask_number
+from . import commands as _commands
+from .call import RESULT, Call, Transcript, TranscriptEvent, mask_number
+from .dispatch import call_from_enter, callback_event, send_with
 from .engine import CallEngine, Finished, Media, Request, Wait
-from .errors import ConfigError, ReplayMismatch
+from .errors import ConfigError, IvrError, ReplayMismatch
+from .listener import CALLBACKS
 from .loader import check_script, script_dir
 from .media import MediaLibrary
+from .ringcentral import RingCentral, error_for
+from .text import shown
 
 __all__ = ["Recorder", "replay", "load_recording", "Recording", "APP_MEDIA"]
 
@@ -68,33 +86,19 @@ _SENSITIVE_HEADERS = ("Authorization", "authorization", "Cookie", "cookie", "Set
                       "set-cookie", "WWW-Authenticate", "www-authenticate")
 
 
-# -- vcrpy's connection stubs on one requests.Session -----------------------------------------
+# -- vcrpy's connection stubs on the platform client ------------------------------------------
 
 
-def _mount(session: requests.Session, prefix: str, cassette: Cassette, *,
-           single_connection: bool, pool_size: int = 32) -> requests.adapters.HTTPAdapter:
-    """Route ``session``'s requests under ``prefix`` through vcrpy's stubs bound to
-    ``cassette`` (the per-cassette subclass is what ``use_cassette`` builds, minus the global
-    patch). ``single_connection``: one stub reused by one thread (playback)."""
+def _adapter(cassette: Cassette, pool_size: int = 32) -> requests.adapters.HTTPAdapter:
+    """A requests adapter whose connections are vcrpy's stubs bound to ``cassette`` (the
+    per-cassette subclass is what ``use_cassette`` builds, minus the global patch)."""
     http_stub = type("IvrVCRHTTPConnection", (VCRRequestsHTTPConnection,),
                      {"cassette": cassette})
     https_stub = type("IvrVCRHTTPSConnection", (VCRRequestsHTTPSConnection,),
                       {"cassette": cassette})
 
-    def get_conn(self: Any, timeout: float | None = None) -> Any:
-        conn, self._ivr_idle = getattr(self, "_ivr_idle", None), None
-        return conn if conn is not None else self._new_conn()
-
-    def put_conn(self: Any, conn: Any) -> None:
-        self._ivr_idle = conn
-
     def pool(base: type, stub: type) -> type:
-        attrs: dict[str, Any] = {"ConnectionCls": stub}
-        if single_connection:
-            # Playback has no socket whose liveness urllib3 could check: keep one stub.
-            attrs["_get_conn"] = get_conn
-            attrs["_put_conn"] = put_conn
-        return type(f"Ivr{base.__name__}", (base,), attrs)
+        return type(f"Ivr{base.__name__}", (base,), {"ConnectionCls": stub})
 
     adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool_size,
                                             max_retries=0)
@@ -102,16 +106,7 @@ def _mount(session: requests.Session, prefix: str, cassette: Cassette, *,
         "http": pool(urllib3.connectionpool.HTTPConnectionPool, http_stub),
         "https": pool(urllib3.connectionpool.HTTPSConnectionPool, https_stub),
     }
-    session.mount(prefix, adapter)
     return adapter
-
-
-def _platform_session(client: Any) -> requests.Session:
-    session = getattr(client, "_session", None)  # RingCentral's one pooled session
-    if not isinstance(session, requests.Session):
-        raise ConfigError(f"cannot record calls made through {client!r}: recording needs "
-                          "ivrscript's RingCentral client (or the Simulator)")
-    return session
 
 
 # -- scrubbing --------------------------------------------------------------------------------
@@ -224,22 +219,37 @@ class _RecordingCassette(Cassette):
         self.recorder._record(request, response)
 
 
+MAX_RECORDING_CALLS = 1_000  # calls recorded at once; more are not recorded (logged)
+MAX_RECORDING_ENTRIES = 5_000  # callbacks + REST exchanges kept per call; past it: not written
+SENSITIVE = "****"  # what a cassette holds instead of the keys of a sensitive collect
+
+
 @dataclass
 class _Session:
     callbacks: list[dict[str, Any]] = field(default_factory=list)
     interactions: list[tuple[Any, Any]] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+    overflow: bool = False  # past MAX_RECORDING_ENTRIES: dropped, not written
+
+    def room(self, limit: int) -> bool:
+        if len(self.callbacks) + len(self.interactions) >= limit:
+            self.overflow = True
+        return not self.overflow
 
 
 class Recorder:
     """Writes one cassette per finished call into ``directory`` (``App(record=...)``).
 
     ``numbers=False`` masks phone numbers (callbacks, REST bodies, transcript). ``paths`` maps
-    each written call's session id to its file.
+    each written call's session id to its file. What a flood of calls can write is bounded:
+    ``max_calls`` calls are recorded at once (later ones are not recorded, with a warning) and
+    a call with more than ``max_entries`` callbacks and REST exchanges is not written
+    (defaults: :data:`MAX_RECORDING_CALLS`, :data:`MAX_RECORDING_ENTRIES`).
     """
 
     def __init__(self, app: Any, directory: str | os.PathLike[str], *,
-                 numbers: bool = True) -> None:
+                 numbers: bool = True, max_calls: int | None = None,
+                 max_entries: int | None = None) -> None:
         self.app = app
         self.directory = os.fspath(directory)
         try:
@@ -248,22 +258,37 @@ class Recorder:
             raise ConfigError(f"cannot record calls into {self.directory!r}: "
                               f"{error.strerror or error}") from None
         self.numbers = numbers
+        self.max_calls = MAX_RECORDING_CALLS if max_calls is None else max_calls
+        self.max_entries = MAX_RECORDING_ENTRIES if max_entries is None else max_entries
         # The latest cassettes by session id (bounded: an app may run for months).
         self.paths: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._sessions: dict[str, _Session] = {}
+        self._refused = 0  # calls not recorded because max_calls were in progress
         self._lock = threading.Lock()
         self._saved = threading.Condition(self._lock)
-        self._media_base: Callable[[], str] = lambda: getattr(app._media, "base_url", "")
         client = app.client
-        self._session = _platform_session(client)
-        self._prefix = client.server_url.rstrip("/") + "/"
-        self._previous = self._session.adapters.get(self._prefix)
+        mount = getattr(client, "mount_adapter", None)
+        if not callable(mount):
+            raise ConfigError(f"cannot record calls made through {client!r}: recording needs "
+                              "ivrscript's RingCentral client (or the Simulator)")
         self._cassette = _RecordingCassette(f"<recording {self.directory}>", persister=_NoFile,
                                             record_mode=RecordMode.ALL)
         self._cassette.recorder = self
-        self._adapter = _mount(self._session, self._prefix, self._cassette,
-                               single_connection=False)
+        self._adapter = _adapter(self._cassette)
+        self._unmount = mount(client.server_url.rstrip("/") + "/", self._adapter)
         self._closed = False
+        self._base = ""
+        self._media_base()
+
+    def _media_base(self) -> str:
+        """The app's ``{public_url}/{secret}``, which local media URLs start with (the last
+        one seen while it ran: a call's cassette may be written while the app stops)."""
+        if self.app.running:
+            try:
+                self._base = f"{self.app.public_url}/{self.app.secret}"
+            except IvrError:  # stopped in between
+                pass
+        return self._base
 
     # -- observer hooks (App) -----------------------------------------------------------------
 
@@ -272,11 +297,20 @@ class Recorder:
         session_id = body.get("sessionId")
         if not isinstance(session_id, str):
             return
+        if kind == "on-call-enter":
+            self._media_base()  # the app runs: remember where its media are
         with self._lock:
             if kind == "on-call-enter" and session_id not in self._sessions:
+                if len(self._sessions) >= self.max_calls:
+                    self._refused += 1
+                    if self._refused in (1, 10, 100) or self._refused % 1000 == 0:
+                        log.warning("%d calls not recorded: %d calls are being recorded "
+                                    "already (the recorder's limit)", self._refused,
+                                    self.max_calls)
+                    return
                 self._sessions[session_id] = _Session()
             entry = self._sessions.get(session_id)
-            if entry is None:
+            if entry is None or not entry.room(self.max_entries):
                 return
             entry.callbacks.append({
                 "kind": kind,
@@ -291,36 +325,37 @@ class Recorder:
             entry = self._sessions.pop(call.session_id, None)
         if entry is None:
             return
-        path = os.path.join(self.directory, f"{_file_stem(call)}-{call.session_id}.yaml")
+        if entry.overflow:
+            log.warning("call %s not recorded: more than %d callbacks and requests",
+                        shown(call.session_id), self.max_entries)
+            return
+        path = os.path.join(self.directory, cassette_name(call))
         try:
             self._write(path, call, entry)
         except Exception:
-            log.exception("could not write the cassette of call %s to %s", call.session_id,
-                          path)
+            log.exception("could not write the cassette of call %s to %s",
+                          shown(call.session_id), path)
             return
         with self._saved:
             self.paths[call.session_id] = path
             while len(self.paths) > 10_000:
                 self.paths.popitem(last=False)
             self._saved.notify_all()
-        log.info("call %s recorded in %s", call.session_id, path)
+        log.info("call %s recorded in %s", shown(call.session_id), path)
 
     def close(self) -> None:
         """Stop recording: the platform client talks to the network directly again."""
         if self._closed:
             return
         self._closed = True
-        if self._session.adapters.get(self._prefix) is self._adapter:
-            if self._previous is not None:
-                self._session.adapters[self._prefix] = self._previous
-            else:
-                del self._session.adapters[self._prefix]
+        self._unmount()
         self._adapter.close()
         with self._lock:
             unfinished = list(self._sessions)
             self._sessions.clear()
         if unfinished:
-            log.info("not recorded (still in progress at stop): %s", ", ".join(unfinished))
+            log.info("not recorded (still in progress at stop): %s",
+                     ", ".join(shown(s) for s in unfinished[:20]))
 
     def wait_for(self, session_id: str, timeout: float = 10.0) -> str:
         """The cassette path of a call, once written (waits up to ``timeout`` seconds)."""
@@ -329,8 +364,8 @@ class Recorder:
             while session_id not in self.paths:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError(f"no cassette for call {session_id} after {timeout} s "
-                                       "(has the call ended?)")
+                    raise TimeoutError(f"no cassette for call {shown(session_id)} after "
+                                       f"{timeout} s (has the call ended?)")
                 self._saved.wait(left)
             return self.paths[session_id]
 
@@ -343,8 +378,8 @@ class Recorder:
         if response.get("status", {}).get("code") == 401:
             return  # an expired token, renewed and retried by the client: not the call's story
         with self._lock:
-            entry = self._sessions.get(match.group(1))
-            if entry is None:
+            entry = self._sessions.get(urllib.parse.unquote(match.group(1)))
+            if entry is None or not entry.room(self.max_entries):
                 return
             entry.interactions.append((request, response))
 
@@ -373,11 +408,14 @@ class Recorder:
         if scrub.mask_numbers:
             for cb in entry.callbacks:
                 scrub.numbers.update(_phone_numbers(cb["body"]))
+        events = list(call.transcript)
+        secrets_ = _sensitive_digits(events, entry.callbacks)
         with self._lock:
             interactions = [(self._clean_request(scrub, req), self._clean_response(scrub, resp))
                             for req, resp in entry.interactions]
-            callbacks = [{**cb, "body": scrub.data(cb["body"])} for cb in entry.callbacks]
-        lines = [scrub.text(line) for line in call.transcript.lines()]
+            callbacks = [_mask_callback({**cb, "body": scrub.data(cb["body"])}, secrets_)
+                         for cb in entry.callbacks]
+        lines = [scrub.text(line) for line in masked_lines(events)]
         script = self.app.script
         meta = {
             "script": {"name": call.script_name or getattr(script, "__qualname__", "?"),
@@ -389,6 +427,8 @@ class Recorder:
             "end_reason": call.end_reason,
             "callbacks": callbacks,
             "transcript": lines,
+            "commands": [{"line": index, **scrub.data(_command_data(e.data["command"]))}
+                         for index, e in enumerate(events) if _is_command(e)],
         }
         cassette_dict = {"requests": [r for r, _ in interactions],
                          "responses": [r for _, r in interactions]}
@@ -412,22 +452,144 @@ def _script_file(script: Any) -> str | None:
     return source_file(code.co_filename) if code is not None else None
 
 
-def _file_stem(call: Call) -> str:
-    name = call.script_name or "call"
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name.replace("<locals>.", ""))
+def _safe_name(text: str, limit: int) -> str:
+    """``text`` as a piece of a file name: letters, digits, ``_.-`` only, at most ``limit``
+    characters; a short hash of the original is added when anything was changed, so two
+    different ids never share a file."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip(".") or "_"
+    if name != text or len(name) > limit:
+        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+        name = f"{name[:limit - 11]}~{digest}"
+    return name
+
+
+def cassette_name(call: Call) -> str:
+    """The file name of a call's cassette: ``<script>-<session id>.yaml``, both made safe
+    (a forged session id cannot leave the folder or collide with another call's file)."""
+    stem = (call.script_name or "call").replace("<locals>.", "")
+    return f"{_safe_name(stem, 60)}-{_safe_name(call.session_id, 120)}.yaml"
+
+
+# -- commands and sensitive keys in a cassette -------------------------------------------------
+
+
+def _is_command(event: TranscriptEvent) -> bool:
+    return dataclasses.is_dataclass(event.data.get("command"))
+
+
+def _command_data(command: Any) -> dict[str, Any]:
+    """A yielded command as plain data: its verb and its fields (the script's arguments)."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple | list):
+            return [plain(v) for v in value]
+        if isinstance(value, str):
+            # A spoken prompt is a str showing its text, voice and rate: kept as that text.
+            return str(value)
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        return str(value)
+
+    return {"verb": type(command).__name__.lower(),
+            **{f.name: plain(getattr(command, f.name)) for f in dataclasses.fields(command)}}
+
+
+def _sensitive_results(events: list[TranscriptEvent]) -> list[int]:
+    """Indexes of the result events that answer a ``sensitive=True`` command."""
+    return [index for index, sensitive in _collect_results(events) if sensitive]
+
+
+def _collect_results(events: list[TranscriptEvent]) -> list[tuple[int, bool]]:
+    """(index, sensitive) of every result event that answers a collect, in order."""
+    found, command = [], None
+    for index, event in enumerate(events):
+        if _is_command(event):
+            command = event.data["command"]
+        elif event.kind == RESULT and command is not None:
+            if hasattr(command, "patterns") and "digits" in event.data:
+                found.append((index, bool(getattr(command, "sensitive", False))))
+            command = None
+    return found
+
+
+def _sensitive_digits(events: list[TranscriptEvent],
+                      callbacks: list[dict[str, Any]]) -> list[str]:
+    """The keys the caller pressed for sensitive collects, in order, each once.
+
+    The transcript shows them as ``****``, so each collect's result is paired with the Collect
+    update that gave it (the next one in arrival order with its status, and its keys when
+    they are shown). If a sensitive result finds no update, every Collect update's keys are
+    taken as secret: a cassette never holds them by mistake."""
+    updates = []
+    for cb in callbacks:
+        body = cb.get("body") or {}
+        if cb.get("kind") == "on-command-update" and body.get("command") == "Collect":
+            digits = (body.get("parameters") or {}).get("digits")
+            updates.append((body.get("status"), digits if isinstance(digits, str) else "",
+                            body.get("commandId")))
+    found: list[str] = []
+    paired: set[tuple[Any, ...]] = set()  # a repeated delivery answers no second collect
+    pointer = 0
+    for index, sensitive in _collect_results(events):
+        data = events[index].data
+        for j in range(pointer, len(updates)):
+            status, digits, _ = updates[j]
+            if updates[j] in paired:
+                continue
+            if status == data.get("status") and (sensitive or digits == data.get("digits")):
+                pointer = j + 1
+                paired.add(updates[j])
+                if sensitive and digits and digits not in found:
+                    found.append(digits)
+                break
+        else:
+            if sensitive:  # fail closed
+                return list(dict.fromkeys(d for _, d, _ in updates if d))
+    return found
+
+
+def masked_lines(events: Iterable[TranscriptEvent]) -> list[str]:
+    """Transcript lines with the result of every sensitive collect shown as ``'****'`` (the
+    engine shows them so already; this keeps a cassette safe whatever made the events)."""
+    events = list(events)
+    lines = [event.line() for event in events]
+    for index in _sensitive_results(events):
+        status, digits = events[index].data.get("status"), events[index].data.get("digits")
+        if digits:
+            lines[index] = f"  -> {SENSITIVE!r} {status}"
+    return lines
+
+
+def _mask_callback(callback: dict[str, Any], secrets_: list[str]) -> dict[str, Any]:
+    """A Collect update carrying sensitive keys: ``****`` instead, and which secret it was
+    (``masked: n``, the n-th one of the call) so replay can supply a value."""
+    body = callback["body"]
+    params = body.get("parameters") if isinstance(body, dict) else None
+    digits = params.get("digits") if isinstance(params, dict) else None
+    if not secrets_ or digits not in secrets_:
+        return callback
+    body = {**body, "parameters": {**params, "digits": SENSITIVE}}
+    return {**callback, "body": body, "masked": secrets_.index(digits) + 1}
 
 
 # -- loading a cassette -----------------------------------------------------------------------
 
+CASSETTE_VERSION = 1  # vcrpy's cassette format, the only one read
+MAX_CASSETTE_BYTES = 32 * 1024 * 1024
+# An anchor (&a) or alias (*a) can only start after a space, a line start or a flow indicator;
+# a text without one needs no event scan.
+_MAYBE_ALIAS = re.compile(r"(?:^|[\s\[\]{},])[&*][^\s]", re.MULTILINE)
+
 
 @dataclass(frozen=True)
 class Recording:
-    """A loaded cassette: the ``ivrscript`` metadata and vcrpy's interactions."""
+    """A loaded cassette: the ``ivrscript`` metadata and vcrpy's interactions (read-only:
+    a loaded cassette is shared while its file is unchanged)."""
 
     path: str
     meta: dict[str, Any]
     requests: list[Any]
     responses: list[Any]
+    _derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def callbacks(self) -> list[dict[str, Any]]:
@@ -439,22 +601,223 @@ class Recording:
         return list(self.meta.get("transcript") or [])
 
 
+class _Bad(Exception):
+    """A cassette's shape is wrong: ``where`` (a key path) and ``what``."""
+
+    def __init__(self, where: str, what: str) -> None:
+        super().__init__(f"{where} {what}")
+        self.where = where
+        self.what = what
+
+
+def _get(mapping: dict[str, Any], key: str, where: str, kind: type | tuple[type, ...],
+         what: str, *, optional: bool = False) -> Any:
+    if key not in mapping:
+        if optional:
+            return None
+        raise _Bad(f"{where}.{key}" if where else key, "is missing")
+    value = mapping[key]
+    if (optional and value is None) or (isinstance(value, kind)
+                                        and not (isinstance(value, bool) and bool not in
+                                                 (kind if isinstance(kind, tuple) else (kind,)))):
+        return value
+    raise _Bad(f"{where}.{key}" if where else key,
+               f"must be {what}, not {type(value).__name__} {_short(value)}")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_shape(data: Any) -> None:
+    """Raise :class:`_Bad` for the first key of ``data`` that is not what replay reads."""
+    if not isinstance(data, dict):
+        raise _Bad("the document", f"must be a mapping, not {type(data).__name__}")
+    version = data.get("version")
+    if version is None:
+        raise _Bad("version", "is missing")
+    if isinstance(version, bool) or version != CASSETTE_VERSION:
+        raise _Bad("version", f"is {_short(version)}: this ivrscript reads version "
+                              f"{CASSETTE_VERSION} cassettes (record the call again)")
+    meta = data.get("ivrscript")
+    if not isinstance(meta, dict) or "callbacks" not in meta:
+        raise _Bad("ivrscript", "is missing (no 'ivrscript' key with the call's callbacks): "
+                                "not an ivrscript recording; record calls with App(record=DIR)")
+    callbacks = _get(meta, "callbacks", "ivrscript", list, "a list")
+    if not callbacks:
+        raise _Bad("ivrscript.callbacks", "is empty (a call starts with on-call-enter)")
+    for index, callback in enumerate(callbacks):
+        where = f"ivrscript.callbacks[{index}]"
+        if not isinstance(callback, dict):
+            raise _Bad(where, f"must be a mapping, not {type(callback).__name__}")
+        kind = _get(callback, "kind", where, str, "a callback name")
+        if kind not in CALLBACKS:
+            raise _Bad(f"{where}.kind", f"is {_short(kind)}, not one of {', '.join(CALLBACKS)}")
+        after = _get(callback, "after", where, int, "a whole number")
+        if after < 0:
+            raise _Bad(f"{where}.after", f"must be 0 or more, not {after}")
+        _get(callback, "at", where, (int, float), "a number", optional=True)
+        _get(callback, "masked", where, int, "a whole number", optional=True)
+        body = _get(callback, "body", where, dict, "a mapping")
+        where += ".body"
+        _get(body, "sessionId", where, str, "a string")
+        if kind == "on-call-enter":
+            _get(body, "partyId", where, str, "a string")
+            party = _get(body, "inParty", where, dict, "a mapping")
+            _get(party, "id", f"{where}.inParty", str, "a string")
+            for side in ("from", "to"):
+                end = _get(party, side, f"{where}.inParty", dict, "a mapping", optional=True)
+                if end is not None:
+                    _get(end, "phoneNumber", f"{where}.inParty.{side}", str, "a string",
+                         optional=True)
+            for key in ("accountId", "extensionId"):
+                _get(body, key, where, (str, int), "a string", optional=True)
+        elif kind == "on-command-update":
+            _get(body, "command", where, str, "a string")
+            _get(body, "status", where, str, "a string")
+            _get(body, "commandId", where, (str, int), "a string", optional=True)
+            params = _get(body, "parameters", where, dict, "a mapping", optional=True)
+            if params is not None:
+                _get(params, "digits", f"{where}.parameters", str, "a string", optional=True)
+    if callbacks[0]["kind"] != "on-call-enter":
+        raise _Bad("ivrscript.callbacks[0].kind", f"is {callbacks[0]['kind']!r}: a recorded "
+                                                  "call starts with on-call-enter")
+    lines = _get(meta, "transcript", "ivrscript", list, "a list of lines", optional=True)
+    for index, line in enumerate(lines or ()):
+        if not isinstance(line, str):
+            raise _Bad(f"ivrscript.transcript[{index}]", f"must be a string, not "
+                                                         f"{type(line).__name__}")
+    _get(meta, "numbers_masked", "ivrscript", bool, "true or false", optional=True)
+    _get(meta, "end_reason", "ivrscript", str, "a string", optional=True)
+    script = _get(meta, "script", "ivrscript", dict, "a mapping", optional=True)
+    if script is not None:
+        _get(script, "file", "ivrscript.script", str, "a file name", optional=True)
+        _get(script, "name", "ivrscript.script", str, "a name", optional=True)
+    for index, command in enumerate(_get(meta, "commands", "ivrscript", list, "a list",
+                                         optional=True) or ()):
+        where = f"ivrscript.commands[{index}]"
+        if not isinstance(command, dict):
+            raise _Bad(where, f"must be a mapping, not {type(command).__name__}")
+        _get(command, "line", where, int, "a whole number")
+        _get(command, "verb", where, str, "a string")
+    for index, interaction in enumerate(_get(data, "interactions", "", list, "a list")):
+        where = f"interactions[{index}]"
+        if not isinstance(interaction, dict):
+            raise _Bad(where, f"must be a mapping, not {type(interaction).__name__}")
+        request = _get(interaction, "request", where, dict, "a mapping")
+        _get(request, "method", f"{where}.request", str, "an HTTP method")
+        uri = _get(request, "uri", f"{where}.request", str, "a URL")
+        if "://" not in uri:
+            raise _Bad(f"{where}.request.uri", f"must be a URL, not {_short(uri)}")
+        if "body" not in request:
+            raise _Bad(f"{where}.request.body", "is missing (null for no body)")
+        _get(request, "body", f"{where}.request", (str, bytes), "a string", optional=True)
+        _check_headers(_get(request, "headers", f"{where}.request", dict, "a mapping"),
+                       f"{where}.request.headers")
+        response = _get(interaction, "response", where, dict, "a mapping")
+        status = _get(response, "status", f"{where}.response", dict, "a mapping")
+        code = _get(status, "code", f"{where}.response.status", int, "an HTTP status")
+        if not 100 <= code <= 599:
+            raise _Bad(f"{where}.response.status.code", f"must be an HTTP status, not {code}")
+        _get(status, "message", f"{where}.response.status", str, "a string", optional=True)
+        _check_headers(_get(response, "headers", f"{where}.response", dict, "a mapping",
+                            optional=True) or {}, f"{where}.response.headers")
+        body = _get(response, "body", f"{where}.response", dict, "a mapping")
+        _get(body, "string", f"{where}.response.body", (str, bytes), "a string", optional=True)
+
+
+def _check_headers(headers: dict[Any, Any], where: str) -> None:
+    for key, value in headers.items():
+        if not isinstance(key, str):
+            raise _Bad(where, f"has a key that is not a string: {_short(key)}")
+        values = value if isinstance(value, list) else [value]
+        if not all(isinstance(v, str | int | float) for v in values):
+            raise _Bad(f"{where}.{key}", f"must be a string or a list of strings, not "
+                                         f"{_short(value)}")
+
+
+class _Parsed:
+    """A vcrpy serializer that hands over a document parsed (and checked) already."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+
+    def deserialize(self, _text: str) -> dict[str, Any]:
+        return self.data
+
+
+def _parse(path: str, text: str) -> Any:
+    """The YAML document, with anchors and aliases refused before anything is expanded."""
+    try:
+        if _MAYBE_ALIAS.search(text):
+            for event in yaml.parse(text, Loader=_YAML_LOADER):
+                if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                    raise ConfigError(f"{path}: YAML anchors and aliases (&name, *name) are "
+                                      "not allowed in a cassette (line "
+                                      f"{event.start_mark.line + 1})")
+        return yaml.load(text, Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not a YAML cassette: {shown(error, 300)}") from None
+    except (ValueError, RecursionError, MemoryError) as error:
+        raise ConfigError(f"{path} is not a YAML cassette: {type(error).__name__}") from None
+
+
+_cache: collections.OrderedDict[tuple[str, int, int, int], Recording] = \
+    collections.OrderedDict()
+_cache_lock = threading.Lock()
+_CACHE_SIZE = 256  # cassettes kept loaded, and at most this many bytes of their files:
+_CACHE_BYTES = 64 * 1024 * 1024
+
+
 def load_recording(path: str | os.PathLike[str]) -> Recording:
-    """Read a cassette written by :class:`Recorder`; a clear error if it is not one."""
+    """Read a cassette written by :class:`Recorder`; a :class:`ConfigError` naming the file
+    and the bad key if it is not one. A file is parsed once while it is unchanged."""
     path = os.fspath(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.load(f, Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
+        info = os.stat(path)
     except FileNotFoundError:
         raise ConfigError(f"no such recording: {path}") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not a YAML cassette: {error}") from None
-    meta = data.get("ivrscript") if isinstance(data, dict) else None
-    if not isinstance(meta, dict) or not isinstance(meta.get("callbacks"), list):
-        raise ConfigError(f"{path} is not an ivrscript recording (no 'ivrscript' key with the "
-                          "call's callbacks): record calls with App(record=DIR)")
-    found = FilesystemPersister.load_cassette(path, serializer=yamlserializer)
-    return Recording(path, meta, list(found[0]), list(found[1]))
+    except OSError as error:
+        raise ConfigError(f"cannot read the recording {path}: {error.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"the recording {path} is not a file")
+    if info.st_size > MAX_CASSETTE_BYTES:
+        raise ConfigError(f"the recording {path} is {info.st_size} bytes: more than a "
+                          f"cassette holds (at most {MAX_CASSETTE_BYTES})")
+    key = (os.path.abspath(path), info.st_mtime_ns, info.st_size, info.st_ino)
+    with _cache_lock:
+        found = _cache.get(key)
+        if found is not None:
+            _cache.move_to_end(key)
+            return found if found.path == path else dataclasses.replace(found, path=path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CASSETTE_BYTES + 1)
+    except OSError as error:
+        raise ConfigError(f"cannot read the recording {path}: {error.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path} is not a cassette: not UTF-8 text (byte {error.start})"
+                          ) from None
+    data = _parse(path, text)
+    try:
+        _check_shape(data)
+    except _Bad as bad:
+        raise ConfigError(f"{path} is not a valid ivrscript recording: {bad}") from None
+    try:
+        found_ = deserialize(text, _Parsed(data))
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise ConfigError(f"{path} is not a valid ivrscript recording: vcrpy could not read "
+                          f"its interactions ({type(error).__name__})") from None
+    recording = Recording(path, data["ivrscript"], list(found_[0]), list(found_[1]))
+    with _cache_lock:
+        _cache[key] = recording
+        while len(_cache) > _CACHE_SIZE or (
+                len(_cache) > 1 and sum(k[2] for k in _cache) > _CACHE_BYTES):
+            _cache.popitem(last=False)
+    return recording
 
 
 # -- replay -----------------------------------------------------------------------------------
@@ -462,14 +825,18 @@ def load_recording(path: str | os.PathLike[str]) -> Recording:
 
 def _shape(request: Any, mask_numbers: bool) -> tuple[str, str, Any]:
     """What replay compares: method, path and body (host, port, scheme, headers ignored)."""
-    text = _body_text(request.body_bytes if hasattr(request, "body_bytes") else request.body)
-    body: Any = text
-    if text:
-        try:
-            body = _scrub_json(json.loads(text), mask_numbers)
-        except ValueError:
-            body = text
-    return request.method.upper(), request.path, body or None
+    return request.method.upper(), request.path, _body_shape(
+        _body_text(request.body_bytes if hasattr(request, "body_bytes") else request.body),
+        mask_numbers)
+
+
+def _body_shape(text: str | None, mask_numbers: bool) -> Any:
+    if not text:
+        return None
+    try:
+        return _scrub_json(json.loads(text), mask_numbers)
+    except ValueError:
+        return text
 
 
 def _is_cancel(request: Any) -> bool:
@@ -490,12 +857,18 @@ def _flat(value: Any, prefix: str = "") -> list[tuple[str, str]]:
     return [(prefix or "body", json.dumps(value))]
 
 
+def _short_path(path: str) -> str:
+    """A REST path without its fixed prefix, long ids cut: the part a reader compares."""
+    path = path.replace("/restapi/v1.0/account/~/telephony/sessions/", "sessions/")
+    return "/".join(part if len(part) <= 14 else part[:10] + "..." for part in path.split("/"))
+
+
 def _side_by_side(recorded: tuple[str, str, Any] | None,
                   issued: tuple[str, str, Any] | None) -> str:
     def rows(shape: tuple[str, str, Any] | None) -> dict[str, str]:
         if shape is None:
             return {"request": "(none)"}
-        out = {"method": shape[0], "path": shape[1]}
+        out = {"method": shape[0], "path": _short_path(shape[1])}
         if shape[2] is not None:
             out.update(_flat(shape[2], "body"))
         return out
@@ -515,48 +888,133 @@ def _side_by_side(recorded: tuple[str, str, Any] | None,
     return "\n".join(lines)
 
 
-class _Playback:
-    """The recorded requests in order; checks each issued one against the next."""
+_VERBS = {"play": _commands.Play, "collect": _commands.Collect, "forward": _commands.Forward,
+          "hangup": _commands.Hangup}
+_SECONDS = frozenset({"timeout", "inter_digit_timeout"})
 
-    def __init__(self, recording: Recording, transcript: Transcript) -> None:
-        self.recording = recording
-        self.masked = bool(recording.meta.get("numbers_masked"))
-        self.transcript = transcript
-        self.expected = [req for req in recording.requests if not _is_cancel(req)]
-        self.issued = 0  # recorded requests (cancels excluded) matched so far
 
-    def shape(self, request: Any) -> tuple[str, str, Any]:
-        return _shape(request, self.masked)
+def _value(name: str, value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return " ".join(str(v) for v in value)
+    if name in _SECONDS and isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:g}s"
+    return repr(value) if isinstance(value, str) else str(value)
 
-    def check(self, request: Any) -> None:
-        expected = self.expected[self.issued] if self.issued < len(self.expected) else None
-        issued = self.shape(request)
-        if expected is None:
-            raise self.mismatch("the script issued a request the recording does not have",
-                                None, issued)
-        recorded = self.shape(expected)
-        if recorded != issued:
-            raise self.mismatch("the script issued a different request", recorded, issued)
-        self.issued += 1
 
-    def missing(self, before: str) -> ReplayMismatch:
-        recorded = self.shape(self.expected[self.issued])
-        return self.mismatch(f"the recording has another request before {before}, but the "
-                             "script issued none", recorded, None)
+def _as_yielded(recorded: dict[str, Any] | None,
+                replayed: dict[str, Any] | None) -> tuple[str, str]:
+    """Both commands in the script's own terms (``collect xxxx timeout=6s``): the verb, its
+    first argument and every argument that is not the default or differs between the two."""
+    def defaults(data: dict[str, Any]) -> dict[str, Any]:
+        cls = _VERBS.get(str(data.get("verb")))
+        if cls is None:
+            return {}
+        return {f.name: f.default for f in dataclasses.fields(cls)
+                if f.default is not dataclasses.MISSING}
 
-    def mismatch(self, what: str, recorded: Any, issued: Any) -> ReplayMismatch:
-        step = self.issued + 1
-        doing = [e for e in self.transcript if e.kind != "result"]
-        where = f" (at {doing[-1].line().strip()!r})" if doing else ""
-        lines = self.transcript.lines()
-        shown = "\n".join(f"    {line}" for line in lines) or "    (empty)"
-        return ReplayMismatch(
-            f"replay of {self.recording.path}: step {step} of {len(self.expected)}{where}: "
-            f"{what}.\n{_side_by_side(recorded, issued)}\n  transcript up to there:\n{shown}")
+    sides = [dict(d or {}) for d in (recorded, replayed)]
+    for side in sides:
+        side.pop("line", None)
+
+    def is_default(side: dict[str, Any], name: str) -> bool:
+        default = defaults(side).get(name, dataclasses.MISSING)
+        if isinstance(default, tuple):
+            default = list(default)
+        return side.get(name) == default
+
+    names: list[str] = []
+    for side in sides:
+        names += [n for n in side if n != "verb" and n not in names]
+    both = all(sides)
+    shown_ = [name for name in names
+              if (both and sides[0].get(name) != sides[1].get(name))
+              or any(name in side and not is_default(side, name) for side in sides)]
+    out = []
+    for side in sides:
+        if not side:
+            out.append("(nothing)")
+            continue
+        words = [str(side.get("verb", "?"))]
+        for index, name in enumerate(names):
+            if name not in side or name not in shown_:
+                continue
+            if index == 0 and side[name] not in (None, [], ""):
+                words.append(_value(name, side[name]))  # the first argument: positional
+            else:
+                words.append(f"{name}={_value(name, side[name])}")
+        out.append(" ".join(words))
+    return out[0], out[1]
+
+
+def _script_line(engine: CallEngine) -> str | None:
+    """``file:line: source`` of the script's innermost yield the engine is suspended at (its
+    own frames, e.g. a menu's, skipped), from the generators the engine holds (read-only);
+    None if this engine does not show them."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    stack = getattr(engine, "_stack", None)
+    if not isinstance(stack, list):
+        return None
+    for gen in reversed(stack):
+        frame = getattr(gen, "gi_frame", None)
+        code = getattr(gen, "gi_code", None)
+        if frame is None or code is None:
+            continue
+        filename = os.path.abspath(code.co_filename)
+        if os.path.dirname(filename) == package:
+            continue
+        source = linecache.getline(filename, frame.f_lineno).strip()
+        where = os.path.relpath(filename) if filename.startswith(os.getcwd() + os.sep) \
+            else filename
+        return f"{where}:{frame.f_lineno}" + (f": {source}" if source else "")
+    return "(the script had returned)"
+
+
+class _Answer:
+    """A recorded response: as much of ``requests.Response`` as the platform client reads."""
+
+    __slots__ = ("status_code", "reason", "headers", "content")
+
+    def __init__(self, response: dict[str, Any]) -> None:
+        status = response.get("status") or {}
+        self.status_code = int(status.get("code", 0))
+        self.reason = str(status.get("message") or "")
+        self.headers = _Headers(response.get("headers") or {})
+        body = (response.get("body") or {}).get("string")
+        self.content = body if isinstance(body, bytes) else (body or "").encode("utf-8")
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+class _Headers(dict[str, str]):
+    """vcrpy's recorded headers (lists of values), looked up in any case."""
+
+    def __init__(self, headers: dict[str, Any]) -> None:
+        super().__init__({str(k).lower(): ", ".join(str(x) for x in v) if isinstance(v, list)
+                          else str(v) for k, v in headers.items()})
+
+    def __getitem__(self, key: str) -> str:
+        return super().__getitem__(key.lower())
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        return super().get(key.lower(), default)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and super().__contains__(key.lower())
+
+
+@dataclass(frozen=True)
+class _Step:
+    shape: tuple[str, str, Any]
+    answer: _Answer
 
 
 class _Diverged(BaseException):
-    """Carries a ReplayMismatch out through requests and the app's send (which turn any
+    """Carries a ReplayMismatch out through the client and the dispatcher (which turn any
     Exception into a failed command) to the replay loop."""
 
     def __init__(self, mismatch: ReplayMismatch) -> None:
@@ -564,41 +1022,200 @@ class _Diverged(BaseException):
         self.mismatch = mismatch
 
 
-class _PlaybackCassette(Cassette):
-    """vcrpy playback (record mode none): plays the recorded response of each request, after
-    :class:`_Playback` has checked it is the one the recording has next."""
+class _Playback:
+    """The recorded requests in order; checks each issued one against the next and gives
+    its recorded answer."""
+
+    def __init__(self, recording: Recording, call: Call) -> None:
+        self.recording = recording
+        self.masked = bool(recording.meta.get("numbers_masked"))
+        self.call = call
+        self.engine: CallEngine | None = None
+        steps = recording._derived.get("steps")
+        if steps is None:  # the same for every replay of this recording
+            steps = recording._derived["steps"] = [
+                _Step(_shape(req, self.masked), _Answer(resp))
+                for req, resp in zip(recording.requests, recording.responses, strict=True)
+                if not _is_cancel(req)]
+        self.expected: list[_Step] = steps
+        self.issued = 0  # recorded requests (cancels excluded) matched so far
+
+    def answer(self, method: str, path: str, body: Any) -> _Answer:
+        if body is not None:
+            body = _scrub_json(json.loads(json.dumps(body)), self.masked)
+        issued = (method.upper(), path, body)
+        if self.issued >= len(self.expected):
+            raise _Diverged(self.mismatch("the script issued a request the recording does "
+                                          "not have", None, issued))
+        step = self.expected[self.issued]
+        if step.shape != issued:
+            raise _Diverged(self.mismatch("the script issued a different request",
+                                          step.shape, issued))
+        self.issued += 1
+        return step.answer
+
+    def missing(self, before: str) -> ReplayMismatch:
+        return self.mismatch(f"the recording has another request before {before}, but the "
+                             "script issued none", self.expected[self.issued].shape, None)
+
+    def mismatch(self, what: str, recorded: Any, issued: Any) -> ReplayMismatch:
+        events = list(self.call.transcript)
+        doing = [i for i, e in enumerate(events) if e.kind not in (RESULT, "enter", "exit")]
+        lines = masked_lines(events)
+        parts = [f"replay of {self.recording.path}: step {self.issued + 1} of "
+                 f"{len(self.expected)}: {what}."]
+        where = _script_line(self.engine) if self.engine is not None else None
+        if where is not None:
+            parts.append(f"  script:   {where}")
+        if doing:
+            at = doing[-1]
+            recorded_lines = self.recording.transcript
+            commands = {c.get("line"): c for c in self.recording.meta.get("commands") or ()
+                        if isinstance(c, dict)}
+            mine = _command_data(events[at].data["command"]) if _is_command(events[at]) \
+                else None
+            theirs = commands.get(at)
+            was = recorded_lines[at] if at < len(recorded_lines) else "(nothing)"
+            parts.append(f"  recorded: {was}")
+            parts.append(f"  replayed: {lines[at]}")
+            if mine is not None or theirs is not None:
+                a, b = _as_yielded(theirs, mine)
+                if theirs is None and "commands" not in self.recording.meta:
+                    a = "(not in this cassette: recorded by an older ivrscript)"
+                if a != b:
+                    parts.append(f"  as yielded, recorded: {a}")
+                    parts.append(f"  as yielded, replayed: {b}")
+        parts.append("  REST detail:")
+        parts.append(_side_by_side(recorded, issued))
+        parts.append("  transcript up to there:")
+        parts.append("\n".join(f"    {line}" for line in lines) or "    (empty)")
+        return ReplayMismatch("\n".join(parts))
+
+
+class _Player(RingCentral):
+    """The platform client of a replay: its commands build the real requests, and
+    :meth:`request` answers each from the recording (no HTTP at all). One per thread, reused
+    (building a client reads the environment's proxy settings: slow)."""
 
     playback: _Playback
 
-    def can_play_response_for(self, request: Any) -> bool:
-        try:
-            self.playback.check(request)
-        except ReplayMismatch as mismatch:
-            raise _Diverged(mismatch) from None
-        return True
+    def __init__(self) -> None:
+        super().__init__(server_url=_REPLAY_SERVER, token="replay")
+
+    def request(self, method: str, path: str, *, json: Any = None,  # noqa: A002 - same name
+                retry: bool = True) -> Any:
+        answer = self.playback.answer(method, path, json)
+        if 200 <= answer.status_code < 300:
+            return answer
+        raise error_for(answer, method.upper(), path, retry=retry)
+
+
+_players = threading.local()
+_checked: weakref.WeakSet[Any] = weakref.WeakSet()  # scripts the loader found no slip in
+_libraries: dict[str | None, MediaLibrary] = {}  # by script folder (it caches by file mtime)
+_libraries_lock = threading.Lock()
+
+
+def _player(playback: _Playback) -> _Player:
+    player = getattr(_players, "player", None)
+    if player is None:
+        player = _players.player = _Player()
+    player.playback = playback
+    return player
+
+
+def _check(script: Any) -> None:
+    try:
+        if script in _checked:
+            return
+    except TypeError:  # not weakly referable: check it every time
+        check_script(script)
+        return
+    if not check_script(script):
+        _checked.add(script)
+
+
+def _library(folder: str | None) -> MediaLibrary:
+    with _libraries_lock:
+        library = _libraries.get(folder)
+        if library is None:
+            if len(_libraries) >= 64:
+                _libraries.clear()
+            library = _libraries[folder] = MediaLibrary([folder])
+            library.base_url = APP_MEDIA.rsplit("/media", 1)[0]
+        return library
+
+
+def _stand_in(call: Call) -> str:
+    """Keys for a masked collect: its first pattern with every ``x`` a ``0``."""
+    for event in reversed(list(call.transcript)):
+        command = event.data.get("command")
+        patterns = getattr(command, "patterns", None)
+        if patterns:
+            return str(patterns[0]).replace("x", "0")
+    return "0000"
+
+
+def _unmasked(callback: dict[str, Any], call: Call, digits: list[str] | None,
+              path: str) -> dict[str, Any]:
+    body = callback.get("body") or {}
+    number = callback.get("masked")
+    if not number:
+        return body
+    if digits is None:
+        value = _stand_in(call)
+    elif number <= len(digits):
+        value = digits[number - 1]
+    else:
+        raise ConfigError(f"{path} has sensitive keys no. {number}, but digits= names "
+                          f"{len(digits)}: give one value per masked collect")
+    return {**body, "parameters": {**(body.get("parameters") or {}), "digits": value}}
+
+
+def _comparable(line: str) -> str:
+    """A transcript line as replay compares it: a traceback by its last line (the error
+    itself), since its frames name files of the machine and the stack that ran it."""
+    if line.startswith("error   Traceback"):
+        last = [x.strip() for x in line.splitlines() if x.strip()][-1]
+        return f"error   {last}"
+    return line
+
+
+def compare_transcript(recording: Recording, transcript: Transcript) -> None:
+    """Raise :class:`ReplayMismatch` if ``transcript`` is not the one recorded (a diff)."""
+    __tracebackhide__ = True
+    recorded = recording.transcript
+    replayed = masked_lines(transcript)
+    if recording.meta.get("numbers_masked"):
+        replayed = [mask_numbers_in(line) for line in replayed]
+    if recorded and [_comparable(x) for x in recorded] != [_comparable(x) for x in replayed]:
+        diff = "\n".join(difflib.unified_diff(recorded, replayed, "recorded", "replayed",
+                                               lineterm=""))
+        raise ReplayMismatch(f"replay of {recording.path}: every request matched, but the "
+                             f"transcript differs from the recorded one:\n{diff}")
 
 
 def replay(path: str | os.PathLike[str], script: Callable[[Call], Any], *,
-           on_error: Any = None) -> Transcript:
+           on_error: Any = None, digits: Iterable[str] | None = None,
+           same_transcript: bool = True) -> Transcript:
     """Re-run ``script`` against a recorded call; returns the replayed transcript.
 
-    No sockets and no sleeping: callbacks come from the cassette, REST answers from vcrpy's
-    playback, retries and waits are fed back at once. A script that issues a different request,
-    or one the recording lacks, or stops before the recording does, raises
-    :class:`ReplayMismatch`. Cancels of a barge-in prompt depend on timing and are not compared.
+    No sockets and no sleeping: callbacks come from the cassette, REST answers from the
+    recording, retries and waits are fed back at once. A script that issues a different
+    request, or one the recording lacks, or stops before the recording does, raises
+    :class:`ReplayMismatch`; so does a transcript that differs from the recorded one (unless
+    ``same_transcript=False``). Cancels of a barge-in prompt depend on timing and are not
+    compared. The keys of a sensitive collect are not in the cassette: the script gets
+    ``digits`` (one value per masked collect, in order) or a stand-in fitting the pattern.
     """
-    from .app import App, call_from_enter, callback_event
-    from .ringcentral import RingCentral
-
-    check_script(script)
+    __tracebackhide__ = True
+    _check(script)
     recording = load_recording(path)
+    wanted = None if digits is None else [str(d) for d in digits]
     callbacks = recording.callbacks
-    if not callbacks or callbacks[0].get("kind") != "on-call-enter":
-        raise ConfigError(f"{recording.path} has no on-call-enter callback to start from")
     call = call_from_enter(callbacks[0]["body"])
     call.script_name = getattr(script, "__qualname__", repr(script))
-    library = MediaLibrary([script_dir(script)])
-    library.base_url = APP_MEDIA.rsplit("/media", 1)[0]
+    library = _library(script_dir(script))
 
     def resolve(ref: str) -> Media:
         media = library.resolve(ref)
@@ -606,15 +1223,9 @@ def replay(path: str | os.PathLike[str], script: Callable[[Call], Any], *,
         return Media(uri, media.seconds)
 
     engine = CallEngine(script, call, resolve_media=resolve, on_error=on_error, time_scale=0)
-    playback = _Playback(recording, call.transcript)
-    cassette = _PlaybackCassette(recording.path, record_mode=RecordMode.NONE,
-                                 match_on=(_shape_matcher(playback.masked),))
-    for request, response in zip(recording.requests, recording.responses, strict=True):
-        cassette.data.append((request, response))
-    cassette.rewound = True
-    cassette.playback = playback
-    client = RingCentral(server_url=_REPLAY_SERVER, token="replay")
-    _mount(_platform_session(client), _REPLAY_SERVER + "/", cassette, single_connection=True)
+    playback = _Playback(recording, call)
+    playback.engine = engine
+    client = _player(playback)
     waits: collections.deque[Any] = collections.deque()
 
     def run(actions: Iterable[Any]) -> None:
@@ -624,8 +1235,7 @@ def replay(path: str | os.PathLike[str], script: Callable[[Call], Any], *,
             if isinstance(action, Request):
                 if action.op == "cancel":
                     continue  # timing-dependent: neither sent nor compared
-                outcome = App.send_with(client, action)
-                queue.extend(engine.handle(outcome))
+                queue.extend(engine.handle(send_with(client, action)))
             elif isinstance(action, Wait):
                 waits.append(action.event)
             elif isinstance(action, Finished):
@@ -635,24 +1245,24 @@ def replay(path: str | os.PathLike[str], script: Callable[[Call], Any], *,
         run(engine.start())
         cancels_before = _cancels_before(recording.requests)
         for index, callback in enumerate(callbacks[1:], start=2):
-            kind = callback.get("kind", "?")
-            needed = int(callback.get("after", 0)) - cancels_before(
-                int(callback.get("after", 0)))
+            kind = callback["kind"]
+            needed = callback["after"] - cancels_before(callback["after"])
             while playback.issued < needed and waits:
                 run(engine.handle(waits.popleft()))
             if playback.issued < needed:
                 raise playback.missing(f"callback {index} ({kind})")
             if kind == "on-call-enter":
                 continue  # a duplicate delivery
-            run(engine.handle(callback_event(kind, callback.get("body") or {}, None)))
+            body = _unmasked(callback, call, wanted, recording.path)
+            run(engine.handle(callback_event(kind, body, None)))
         while waits and not engine.done:
             run(engine.handle(waits.popleft()))
         if playback.issued < len(playback.expected):
             raise playback.missing("the end of the call")
     except _Diverged as diverged:
         raise diverged.mismatch from None
-    finally:
-        client.close()
+    if same_transcript:
+        compare_transcript(recording, call.transcript)
     return call.transcript
 
 
@@ -662,13 +1272,3 @@ def _cancels_before(requests_: list[Any]) -> Callable[[int], int]:
     for request in requests_:
         prefix.append(prefix[-1] + (1 if _is_cancel(request) else 0))
     return lambda n: prefix[min(max(n, 0), len(requests_))]
-
-
-def _shape_matcher(masked: bool) -> Callable[[Any, Any], None]:
-    def same_request(r1: Any, r2: Any) -> None:
-        """Same method, path and body; host, port, scheme and headers ignored."""
-        a, b = _shape(r1, masked), _shape(r2, masked)
-        if a != b:
-            raise AssertionError(f"{a} != {b}")
-
-    return same_request

@@ -600,6 +600,24 @@ class RingCentral:
                   generation, lifetime)
         return _Token(access, generation, renew_at)
 
+    def mount_adapter(self, prefix: str,
+                      adapter: requests.adapters.BaseAdapter) -> Callable[[], None]:
+        """Send this client's requests under ``prefix`` through ``adapter`` (a requests
+        transport adapter: the recorder's); returns a function that puts the previous one
+        back."""
+        previous = self._session.adapters.get(prefix)
+        self._session.mount(prefix, adapter)
+
+        def unmount() -> None:
+            if self._session.adapters.get(prefix) is not adapter:
+                return
+            if previous is not None:
+                self._session.adapters[prefix] = previous
+            else:
+                del self._session.adapters[prefix]
+
+        return unmount
+
     # ---------------------------------------------------------------- lifecycle
 
     def close(self) -> None:
@@ -866,6 +884,16 @@ def _masked(text: str) -> str:
         return mask_number(digits)
 
     return _PHONE.sub(mask, text)
+
+
+def error_for(response: Any, method: str, path: str, *, retry: bool = True) -> PlatformError:
+    """The error :meth:`RingCentral.request` raises for the non-2xx ``response`` (a
+    :class:`RetryLater` for a 429/503 when ``retry`` is False). Replay rebuilds it from a
+    recorded answer: ``response`` needs ``status_code``, ``reason``, ``headers``, ``content``,
+    ``text`` and ``json()``."""
+    if not retry and response.status_code in _DEFAULT_RETRY_AFTER:
+        return _error(response, method, path, retry_after=_retry_after(response))
+    return _error(response, method, path)
 
 
 def _json_body(response: requests.Response, method: str, path: str) -> dict[str, Any]:

@@ -7,6 +7,8 @@ import glob
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -20,6 +22,18 @@ from ivrscript.testing import replay
 from .conftest import EXAMPLES, ROOT, example
 
 RECORDINGS = os.path.join(ROOT, "recordings")
+
+
+class NoAliases(yaml.SafeDumper):
+    """Writes shared objects out in full: cassettes refuse YAML aliases."""
+
+    def ignore_aliases(self, data):
+        return True
+
+
+def write_cassette(path, data):
+    path.write_text(yaml.dump(data, Dumper=NoAliases), encoding="utf-8")
+    return path
 
 
 def record_one(sim, make_app, tmp_path, script, drive, **app_options):
@@ -190,8 +204,7 @@ def test_barge_in_cancels_are_not_compared(tmp_path):
               "response": {**play["response"], "status": {"code": 204, "message": "NO CONTENT"},
                            "body": {"string": ""}}}
     data["interactions"].append(cancel)
-    target = tmp_path / "with-cancel.yaml"
-    target.write_text(yaml.safe_dump(data), encoding="utf-8")
+    target = write_cassette(tmp_path / "with-cancel.yaml", data)
     assert replay(target, example("pin.py")).lines() == load_recording(source).transcript
 
 
@@ -210,3 +223,129 @@ def test_ivr_replay_fixture_checks_the_transcript(ivr_replay):
     path = os.path.join(RECORDINGS, "menu-support.yaml")
     transcript = ivr_replay(path, example("support_menu.py"))
     assert "forward extension 102" in transcript.lines()
+
+
+def copy_example(tmp_path, name, old, new):
+    """A copy of an example (with its prompts) where ``old`` is replaced by ``new``."""
+    shutil.copytree(os.path.join(EXAMPLES, "prompts"), tmp_path / "prompts")
+    with open(os.path.join(EXAMPLES, name), encoding="utf-8") as f:
+        source = f.read()
+    assert old in source
+    (tmp_path / name).write_text(source.replace(old, new), encoding="utf-8")
+    script, _ = load_script_file(str(tmp_path / name))
+    line = source[: source.index(old)].count("\n") + 1
+    return script, line
+
+
+def test_a_changed_timeout_is_shown_in_script_terms_with_the_script_line(tmp_path):
+    """A collect's timeout changed from 8 to 6 s: the mismatch shows both commands as
+    transcript lines and as the script's arguments (timeout=8s vs timeout=6s, not
+    milliseconds with the prompt included), names the script's file:line of the yield (the
+    sub-flow's, not ivrscript's), and keeps the REST detail below."""
+    script, line = copy_example(tmp_path, "pin.py", "timeout=8,", "timeout=6,")
+    with pytest.raises(ivr.ReplayMismatch) as caught:
+        replay(os.path.join(RECORDINGS, "pin-right.yaml"), script)
+    message = str(caught.value)
+    lines = message.splitlines()
+    assert f"pin.py:{line}: pin = yield ivr.collect(\"xxxx\", timeout=6" in message
+    recorded = next(x for x in lines if x.startswith("  as yielded, recorded:"))
+    replayed = next(x for x in lines if x.startswith("  as yielded, replayed:"))
+    assert recorded.endswith("collect xxxx timeout=8s prompt=prompts/enter-pin.wav")
+    assert replayed.endswith("collect xxxx timeout=6s prompt=prompts/enter-pin.wav")
+    assert "  recorded: collect xxxx (prompt prompts/enter-pin.wav)" in lines
+    assert "  replayed: collect xxxx (prompt prompts/enter-pin.wav)" in lines
+    assert message.index("as yielded") < message.index("REST detail") \
+        < message.index("body.timeout")
+    assert not any(len(x) > 160 for x in lines), "no row of 130 characters of ids"
+
+
+def test_a_mismatch_in_a_menu_names_the_script_line_not_ivrscripts(tmp_path):
+    """A menu's prompt changed: the line named is the script's ``yield ivr.menu(...)``,
+    not the menu's own generator inside ivrscript."""
+    script, line = copy_example(tmp_path, "support_menu.py", '"prompts/support-menu.wav"',
+                                '"prompts/no-input.wav"')
+    with pytest.raises(ivr.ReplayMismatch) as caught:
+        replay(os.path.join(RECORDINGS, "menu-sales.yaml"), script)
+    assert f"support_menu.py:{line}" in str(caught.value)
+    assert "commands.py" not in str(caught.value)
+
+
+def test_pytest_shows_no_ivrscript_frames_for_a_mismatch(tmp_path, ivr_replay):
+    """ReplayMismatch through the fixture: pytest's traceback (with __tracebackhide__
+    applied) has no frame inside the ivrscript package."""
+    script, _ = copy_example(tmp_path, "pin.py", "timeout=8,", "timeout=6,")
+    with pytest.raises(ivr.ReplayMismatch) as caught:
+        ivr_replay(os.path.join(RECORDINGS, "pin-right.yaml"), script)
+    package = os.path.dirname(os.path.abspath(ivr.__file__))
+    shown = [str(entry.path) for entry in caught.traceback.filter(caught)]
+    assert shown and not any(path.startswith(package) for path in shown), shown
+
+
+def test_replay_and_cli_compare_the_transcript_too(tmp_path):
+    """A transcript that differs while every request matches (here: a recorded result line
+    edited) fails replay() itself, so the CLI's --replay and the fixture agree; exit 1."""
+    source = os.path.join(RECORDINGS, "greeting.yaml")
+    with open(source, encoding="utf-8") as f:
+        data = yaml.safe_load(f)
+    data["ivrscript"]["transcript"][2] = "  -> Interrupted"
+    target = write_cassette(tmp_path / "edited.yaml", data)
+    with pytest.raises(ivr.ReplayMismatch, match="transcript differs") as caught:
+        replay(target, example("greeting.py"))
+    assert "-  -> Interrupted" in str(caught.value) and "+  -> Completed" in str(caught.value)
+    assert replay(target, example("greeting.py"), same_transcript=False).lines()[-1] \
+        == "exit    hangup"
+    done = subprocess.run([sys.executable, "-m", "ivrscript", os.path.join(
+        EXAMPLES, "greeting.py"), "--replay", str(target)], capture_output=True, text=True,
+        timeout=60)
+    assert done.returncode == 1, done
+    assert "transcript differs" in done.stderr
+
+
+def test_a_cassette_without_commands_still_replays_and_says_what_it_lacks(tmp_path):
+    """A cassette from before commands were recorded replays; a mismatch shows the replayed
+    command as yielded and says the recorded one is not in the file."""
+    with open(os.path.join(RECORDINGS, "greeting.yaml"), encoding="utf-8") as f:
+        data = yaml.safe_load(f)
+    del data["ivrscript"]["commands"]
+    target = write_cassette(tmp_path / "older.yaml", data)
+    assert replay(target, example("greeting.py")).lines()[-1] == "exit    hangup"
+
+    def main(call):
+        yield ivr.play("prompts/welcome.wav")
+        yield ivr.play("prompts/pin-accepted.wav")
+
+    main.__code__ = main.__code__.replace(co_filename=os.path.join(EXAMPLES, "greeting.py"))
+    with pytest.raises(ivr.ReplayMismatch) as caught:
+        replay(target, main)
+    lines = str(caught.value).splitlines()
+    assert "  as yielded, replayed: play prompts/pin-accepted.wav" in lines
+    assert any("not in this cassette" in line for line in lines)
+
+
+def test_recorded_error_answers_replay_to_the_same_failure(tmp_path):
+    """A call whose every request the platform answered 503: the retries, the final
+    CommandFailed with the platform's message, on_error's failed hang-up; the replay rebuilds
+    the same errors from the recorded answers (RetryLater, then PlatformError) and ends with
+    the same transcript, word for word."""
+    def main(call):
+        yield ivr.play("https://media.example/hello.wav")
+
+    with ivr.Simulator(speed=50, unavailable=1.0, seed=3) as down:
+        app = ivr.App(main, platform=down, record=str(tmp_path)).start()
+        try:
+            down.call(app)
+            call = app.calls[0] if app.calls else None
+            assert call is not None
+            call.wait_until_ended(60)
+        finally:
+            app.stop()
+    lines = call.transcript.lines()
+    assert any("503" in line and "failed" in line for line in lines), lines
+    (path,) = glob.glob(os.path.join(tmp_path, "*.yaml"))
+    assert {r["status"]["code"] for r in load_recording(path).responses} == {503}
+    replayed = replay(path, main).lines()  # replay compares the transcripts itself
+
+    def last_line(line):  # a traceback's frames differ (another stack ran it): its error not
+        return line.splitlines()[-1]
+
+    assert [last_line(x) for x in replayed] == [last_line(x) for x in lines]

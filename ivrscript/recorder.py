@@ -264,6 +264,7 @@ class Recorder:
         self.paths: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._sessions: dict[str, _Session] = {}
         self._refused = 0  # calls not recorded because max_calls were in progress
+        self._skipped: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._lock = threading.Lock()
         self._saved = threading.Condition(self._lock)
         client = app.client
@@ -302,6 +303,7 @@ class Recorder:
         with self._lock:
             if kind == "on-call-enter" and session_id not in self._sessions:
                 if len(self._sessions) >= self.max_calls:
+                    self._skip(session_id)
                     self._refused += 1
                     if self._refused in (1, 10, 100) or self._refused % 1000 == 0:
                         log.warning("%d calls not recorded: %d calls are being recorded "
@@ -323,6 +325,8 @@ class Recorder:
         """The call is over (worker thread): write its cassette."""
         with self._lock:
             entry = self._sessions.pop(call.session_id, None)
+            if entry is not None and entry.overflow:
+                self._skip(call.session_id)
         if entry is None:
             return
         if entry.overflow:
@@ -335,6 +339,8 @@ class Recorder:
         except Exception:
             log.exception("could not write the cassette of call %s to %s",
                           shown(call.session_id), path)
+            with self._lock:
+                self._skip(call.session_id)
             return
         with self._saved:
             self.paths[call.session_id] = path
@@ -356,6 +362,19 @@ class Recorder:
         if unfinished:
             log.info("not recorded (still in progress at stop): %s",
                      ", ".join(shown(s) for s in unfinished[:20]))
+
+    def _skip(self, session_id: str) -> None:
+        """Remember (under the lock, bounded) that this call gets no cassette, and wake
+        whoever waits for one."""
+        self._skipped[session_id] = None
+        while len(self._skipped) > 10_000:
+            self._skipped.popitem(last=False)
+        self._saved.notify_all()
+
+    def records(self, session_id: str) -> bool:
+        """False if this call will get no cassette (over a limit, or its write failed)."""
+        with self._lock:
+            return session_id not in self._skipped
 
     def wait_for(self, session_id: str, timeout: float = 10.0) -> str:
         """The cassette path of a call, once written (waits up to ``timeout`` seconds)."""

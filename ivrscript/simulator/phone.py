@@ -154,11 +154,12 @@ class Phone:
             calls = getattr(app, "calls", None)
             call = next((c for c in list(calls or ())
                          if getattr(c, "session_id", None) == self.session_id), None)
-            if call is None:  # this app never took the call (or is not an ivrscript App)
-                continue
+            if call is None or not getattr(app, "running", True):
+                continue  # never took the call, or stopped (a durable store hands calls on)
             call.wait_until_ended(max(0.0, deadline - time.monotonic()))
             recorder = getattr(app, "_recorder", None)
-            if recorder is not None:
+            records = getattr(recorder, "records", None)
+            if recorder is not None and (records is None or records(self.session_id)):
                 try:
                     recorder.wait_for(self.session_id, max(0.0, deadline - time.monotonic()))
                 except TimeoutError as error:

@@ -22,18 +22,16 @@ from typing import Any
 
 from .call import Call, mask_number
 from .commands import Forward, Hangup, Play
+from .dispatch import call_from_enter, send_with
 from .durable import CallRunner, Driver, callback_entry, script_identity
 from .engine import (
     OVERDUE_MARGIN,
     CallEngine,
-    CommandError,
-    Exited,
     Request,
     SendFailed,
     Sent,
-    Update,
 )
-from .errors import ConfigError, IvrError, PlatformError, RetryLater
+from .errors import ConfigError, IvrError
 from .listener import CALLBACKS, CallbackListener
 from .loader import check_script, script_dir
 from .media import MediaLibrary
@@ -725,37 +723,8 @@ class App:
     def _send(self, request: Request) -> Sent | SendFailed:
         return self.send_with(self.client, request)
 
-    @staticmethod
-    def send_with(client: Any, request: Request) -> Sent | SendFailed:
-        """Send one engine request through ``client``; the outcome to feed back (replay too)."""
-        args = request.args
-        try:
-            if request.op == "play":
-                return Sent(request.token, client.play(**args, retry=False))
-            if request.op == "collect":
-                return Sent(request.token, client.collect(**args, retry=False))
-            if request.op == "cancel":
-                client.cancel_play(**args, retry=False)
-            elif request.op == "forward":
-                client.forward(**args, retry=False)
-            elif request.op == "drop":
-                client.drop(**args, retry=False)
-            else:
-                raise ValueError(f"unknown request {request.op}")
-            return Sent(request.token)
-        except RetryLater as error:
-            log.warning("%s answered %s; retrying in %.1f s", request.op, error.status,
-                        error.retry_after)
-            return SendFailed(request.token, error, retry_after=error.retry_after)
-        except PlatformError as error:
-            level = logging.DEBUG if request.op == "cancel" else logging.WARNING
-            if error.status == 404:  # the session is gone (the caller hung up): not a warning
-                level = min(level, logging.INFO)
-            log.log(level, "%s failed: %s", request.op, error)
-            return SendFailed(request.token, error)
-        except Exception as error:
-            log.exception("%s failed", request.op)
-            return SendFailed(request.token, error)
+    # One engine request through ``client``; the outcome to feed back (replay uses it too).
+    send_with = staticmethod(send_with)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         """In a notebook an App shows as a live :class:`ivrscript.widgets.Dashboard`; without
@@ -771,33 +740,8 @@ class App:
         return f"<App {getattr(self._script, '__name__', '?')} {where}, {len(self.calls)} calls>"
 
 
-def call_from_enter(body: dict[str, Any]) -> Call:
-    """The :class:`Call` an on-call-enter body describes (the app and replay use it)."""
-    party = body["inParty"]
-    return Call(body["sessionId"], party_id=body["partyId"], caller_party_id=party["id"],
-                caller=(party.get("from") or {}).get("phoneNumber"),
-                called=(party.get("to") or {}).get("phoneNumber"),
-                account_id=_opt_str(body.get("accountId")),
-                extension_id=_opt_str(body.get("extensionId")))
-
-
-def callback_event(kind: str, body: dict[str, Any], received: float | None) -> Any:
-    """The engine event for a callback other than on-call-enter."""
-    if kind == "on-command-update":
-        params = body.get("parameters") or {}
-        return Update(body["command"], body["status"], body.get("commandId"),
-                      params.get("digits"), received)
-    if kind == "on-call-exit":
-        return Exited(received)
-    return CommandError(body)
-
-
 def _store_name(store: Any) -> str:
     return str(getattr(store, "url", None) or type(store).__name__)
-
-
-def _opt_str(value: Any) -> str | None:
-    return None if value is None else str(value)
 
 
 def _client_for(platform: Any) -> tuple[Any, float]:

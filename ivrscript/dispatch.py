@@ -43,6 +43,8 @@ def send_with(client: Any, request: Request) -> Sent | SendFailed:
         return SendFailed(request.token, error, retry_after=error.retry_after)
     except PlatformError as error:
         level = logging.DEBUG if request.op == "cancel" else logging.WARNING
+        if error.status == 404:  # the session is gone (the caller hung up): not a warning
+            level = min(level, logging.INFO)
         log.log(level, "%s failed: %s", request.op, error)
         return SendFailed(request.token, error)
     except Exception as error:

@@ -123,6 +123,11 @@ def callback_entry(kind: str, body: dict[str, Any]) -> tuple[dict[str, Any], str
     return data, "e:" + hashlib.blake2b(raw.encode(), digest_size=16).hexdigest()
 
 
+# A command answered 409 this soon after the enter is sent again (see _before_answer_seen).
+_EARLY_409_WINDOW = 2.0
+_EARLY_409_FIRST = 0.02
+
+
 class _Corrupt(Exception):
     """A log entry that cannot be read back."""
 
@@ -153,6 +158,7 @@ class CallRunner:
     replaying: bool = True
     observed: bool = False  # this process received the call's enter and announced the call
     started: bool = False  # the enter was fed to the engine
+    entered_at: float = 0.0  # the logged time of the enter
     overdue_key: str | None = None
     done: bool = False
     scheduled: bool = False
@@ -403,6 +409,7 @@ class Driver:
         engine, call = runner.engine, runner.call
         engine.clock = lambda: runner.now
         runner.started = True
+        runner.entered_at = entry.at
         logged = entry.data.get("script") or {}
         current = script_identity(engine.script)
         if runner.replaying and logged.get("hash") and logged.get("hash") != current["hash"]:
@@ -527,6 +534,8 @@ class Driver:
     def _send(self, runner: CallRunner, request: Request, seq: int, *,
               again: bool = False) -> Any:
         outcome = self.host.send(request)
+        if not again:
+            outcome = self._before_answer_seen(runner, request, outcome)
         if again and isinstance(outcome, SendFailed) and \
                 isinstance(outcome.error, PlatformError) and outcome.error.status == 409:
             # The platform has the command active already: the first send, the one in
@@ -546,6 +555,23 @@ class Driver:
             return None
         runner.now = at
         return _outcome_event(request.token, data)
+
+    def _before_answer_seen(self, runner: CallRunner, request: Request,
+                            outcome: Sent | SendFailed) -> Sent | SendFailed:
+        """A 409 just after the enter: the platform may not have our 204 yet (a proxy or load
+        balancer in front of the app relays it after we sent it), so send again shortly, a few
+        times, while the call is young. A 409 later means what it says."""
+        delay = _EARLY_409_FIRST
+        while (isinstance(outcome, SendFailed) and isinstance(outcome.error, PlatformError)
+               and outcome.error.status == 409
+               and time.time() - runner.entered_at + delay < _EARLY_409_WINDOW):
+            log.debug("call %s: %s answered 409 %.2f s after the enter; sending again in "
+                      "%.0f ms", shown(runner.session_id), request.command,
+                      time.time() - runner.entered_at, delay * 1000)
+            time.sleep(delay)
+            delay *= 2
+            outcome = self.host.send(request)
+        return outcome
 
     def _drifted(self, runner: CallRunner, request: Request) -> list[Any]:
         """The script issued something else than the log has here: ScriptChanged."""

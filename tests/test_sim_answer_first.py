@@ -217,3 +217,28 @@ def test_a_command_after_an_answer_that_arrived_but_is_not_yet_read_is_accepted(
         finally:
             http.close()
             app.close()
+
+
+def test_a_proxy_that_relays_the_204_late_does_not_fail_the_first_command(
+        sim: Simulator, make_app: Any) -> None:
+    """Behind a proxy the app's 204 reaches the platform after the app sent it, so its first
+    command can meet a 409 through no fault of its own: the app sends it again shortly while
+    the call is young, and the call goes on (here the proxy holds every answer 150 ms)."""
+    from .scaleout.balancer import RoundRobin
+
+    def main(call: ivr.Call) -> Any:
+        yield ivr.play("https://media.example/hello.wav")
+        yield ivr.hangup()
+
+    app = make_app(main)
+    lb = RoundRobin([app.url], relay_delay=0.15).start()
+    try:
+        phone = sim.call(lb.rewrite(app.callback_urls))
+        phone.wait_until_ended(30)
+    finally:
+        lb.stop()
+    assert phone.end_reason == "hangup", phone.error
+    assert phone.heard == ["https://media.example/hello.wav"]
+    plays = [r.status for r in sim.requests_log if r.method == "POST"
+             and r.path.endswith("/play")]
+    assert plays[0] == 409 and plays[-1] == 201, plays

@@ -183,8 +183,9 @@ class Phone:
                       f"call {self.session_id}: the app did not start a collect within "
                       f"{timeout} s")
         if not self.listening:
+            why = f": {self.error}" if self.error else ""
             raise IvrError(f"call {self.session_id} ended ({self.end_reason}) before the app "
-                           "listened for keys")
+                           f"listened for keys{why}")
 
     def __repr__(self) -> str:
         state = f"ended {self.end_reason}" if self.ended else (

@@ -24,10 +24,13 @@ class _Quiet(WSGIRequestHandler):
 
 class RoundRobin:
     """``RoundRobin([base_url, ...]).start()``: ``url`` is its own base URL, ``hits`` how many
-    requests each backend answered, ``backends`` may be changed while it runs."""
+    requests each backend answered, ``backends`` may be changed while it runs. With
+    ``relay_delay`` it holds each answer that long before passing it on (a slow proxy: the
+    app has sent its answer, the platform has not got it yet)."""
 
-    def __init__(self, backends: Iterable[str]) -> None:
+    def __init__(self, backends: Iterable[str], *, relay_delay: float = 0.0) -> None:
         self.backends = [b.rstrip("/") for b in backends]
+        self.relay_delay = relay_delay
         self.hits: dict[str, int] = dict.fromkeys(self.backends, 0)
         self._turn = itertools.count()
         self._lock = threading.Lock()
@@ -87,6 +90,8 @@ class RoundRobin:
                 continue  # that process is gone: the next one takes it
             with self._lock:
                 self.hits[backend] = self.hits.get(backend, 0) + 1
+            if self.relay_delay:
+                threading.Event().wait(self.relay_delay)  # latency, not synchronisation
             response = Response(answer.content, status=answer.status_code,
                                 content_type=answer.headers.get("Content-Type"))
             return response(environ, start_response)

@@ -201,7 +201,10 @@ def test_a_killed_process_calls_finish_on_the_other(
     lease_ttl = 2.0
     apps = start_apps(2, redis_store, lease_ttl)
     lb = balancer(apps)
-    phones = ring(sim, lb.rewrite(apps[0].urls), 10)
+    try:
+        phones = ring(sim, lb.rewrite(apps[0].urls), 10)
+    except IvrError as error:
+        raise AssertionError(f"{error}\n" + "\n---\n".join(a.stderr() for a in apps)) from None
     apps[0].kill()
     killed = time.monotonic()
     finish(phones)

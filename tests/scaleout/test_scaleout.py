@@ -127,12 +127,14 @@ def redis_store() -> Iterator[str]:
 
 
 def commands(sim: Simulator, session_id: str) -> list[tuple[str, str]]:
-    """The commands the platform received for a call, in order."""
+    """The commands the platform carried out for a call, in order (one it refused, as a 409
+    sent before the platform had the app's 204, is not one)."""
     out = []
     with sim._lock:
         records = list(sim.requests_log)
     for record in records:
-        if record.session_id != session_id or record.method != "POST":
+        if record.session_id != session_id or record.method != "POST" or \
+                not 200 <= record.status < 300:
             continue
         verb = record.path.rsplit("/", 1)[-1]
         body = record.json or {}

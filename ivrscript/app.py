@@ -70,7 +70,8 @@ class App:
                  store: CallStore | str | None = None,
                  on_unknown: Forward | Hangup | None = None, cache_size: int = 1000,
                  lease_ttl: float = 5.0, retention: float = 3600.0,
-                 overdue_margin: float | None = OVERDUE_MARGIN) -> None:
+                 overdue_margin: float | None = OVERDUE_MARGIN,
+                 keep_calls: int | None = None) -> None:
         check_script(script)
         if on_error is not None and not isinstance(on_error, Play | Forward | Hangup):
             raise ValueError("on_error must be a command: ivr.hangup(), ivr.forward(...) or "
@@ -83,6 +84,10 @@ class App:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
         if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 1:
             raise ValueError(f"cache_size must be a whole number >= 1, got {cache_size!r}")
+        if keep_calls is not None and (isinstance(keep_calls, bool) or
+                                       not isinstance(keep_calls, int) or keep_calls < 0):
+            raise ValueError(f"keep_calls must be None (keep every call) or a whole number "
+                             f">= 0, got {keep_calls!r}")
         self._script = script
         self.platform = platform
         self.client, self.time_scale = _client_for(platform)
@@ -104,6 +109,9 @@ class App:
         self.retention = float(retention)
         self.overdue_margin = overdue_margin
         self.calls: list[Call] = []
+        self.keep_calls = keep_calls  # ended calls app.calls keeps (None: all of them)
+        self._live: dict[str, Call] = {}  # session -> its Call in app.calls, not yet ended
+        self._appended = 0  # calls ever appended to app.calls (dial counts from it)
         self._owns_store = store is None or isinstance(store, str)
         self._store_spec = store
         self._store_closed = False
@@ -357,12 +365,13 @@ class App:
         if not self.running:
             raise IvrError("start the app before dialing out")
         with self._lock:
-            seen = len(self.calls)
+            seen = self._appended
         deadline = time.monotonic() + timeout
         self.client.ring_out(number, within=timeout)  # a Retry-After does not outlast timeout
         with self._entered:
             while True:
-                for call in self.calls[seen:]:
+                newer = self._appended - seen  # the last `newer` calls of app.calls
+                for call in (self.calls[-newer:] if newer else []):
                     if call.caller == number:
                         return call
                 left = deadline - time.monotonic()
@@ -551,15 +560,16 @@ class App:
 
     def call_entered(self, call: Call, *, observed: bool) -> None:
         with self._lock:
-            for index, earlier in enumerate(self.calls):
-                if earlier.session_id == call.session_id and not earlier.ended:
-                    # Rebuilt here (evicted, or its store failed): the new Call stands for
-                    # it, and the old one ends with it (its waiters are not left waiting).
-                    self.calls[index] = call
-                    self._superseded[call.session_id] = earlier
-                    break
+            earlier = self._live.get(call.session_id)
+            if earlier is not None and not earlier.ended:
+                # Rebuilt here (evicted, or its store failed): the new Call stands for it,
+                # and the old one ends with it (its waiters are not left waiting).
+                self.calls[next(i for i, c in enumerate(self.calls) if c is earlier)] = call
+                self._superseded[call.session_id] = earlier
             else:
                 self.calls.append(call)
+                self._appended += 1
+            self._live[call.session_id] = call
             self._entered.notify_all()
         if observed:
             log.info("call %s entered from %s", shown(call.session_id), mask_number(call.caller))
@@ -578,6 +588,9 @@ class App:
         self._forget_session(call.session_id)
         with self._lock:
             earlier = self._superseded.pop(call.session_id, None)
+            if self._live.get(call.session_id) is call:
+                del self._live[call.session_id]
+            self._trim_calls()
         if earlier is not None:
             earlier.error = earlier.error or call.error
             earlier._finish(call.end_reason or "hangup")
@@ -588,6 +601,21 @@ class App:
             except Exception:
                 log.exception("observer %r failed for call %s", observer,
                               shown(call.session_id))
+
+    def _trim_calls(self) -> None:
+        """Keep at most ``keep_calls`` ended calls in app.calls (the oldest go first); with
+        a little slack so the list is rebuilt once per many calls, not for each."""
+        keep = self.keep_calls
+        if keep is None or len(self.calls) - len(self._live) <= keep + keep // 8 + 1:
+            return
+        drop = len(self.calls) - len(self._live) - keep
+        kept = []
+        for one in self.calls:
+            if drop and one.ended and self._live.get(one.session_id) is not one:
+                drop -= 1
+                continue
+            kept.append(one)
+        self.calls[:] = kept
 
     def _forget_session(self, session_id: str) -> None:
         now = time.time()

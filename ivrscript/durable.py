@@ -38,6 +38,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,7 +89,25 @@ def default_store_url(environ: Mapping[str, str] | None = None) -> str:
 
 
 def script_identity(script: Callable[..., Any]) -> dict[str, str]:
-    """The script's file, function and source hash, stored at enter."""
+    """The script's file, function and source hash, stored at enter: worked out once per
+    function object (reading its source costs more than the rest of a call's own work)."""
+    try:
+        return dict(_identities[script])
+    except (KeyError, TypeError):
+        pass
+    identity = _script_identity(script)
+    try:
+        _identities[script] = identity
+    except TypeError:  # not weakly referenceable: worked out each time
+        pass
+    return dict(identity)
+
+
+# function -> its identity; a reloaded script is a new function object, so it is worked out anew
+_identities: weakref.WeakKeyDictionary[Any, dict[str, str]] = weakref.WeakKeyDictionary()
+
+
+def _script_identity(script: Callable[..., Any]) -> dict[str, str]:
     target = inspect.unwrap(script)
     try:
         source = inspect.getsource(target)

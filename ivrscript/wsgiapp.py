@@ -58,7 +58,8 @@ def wsgi(script: Callable[..., Any], *, platform: Any, public_url: str,
     ``public_url`` is the base URL the platform reaches this server at (a load balancer's,
     a tunnel's); ``store`` a :class:`~ivrscript.stores.CallStore` or URL shared by every
     process serving the script; ``secret`` the callback path's secret, the same in every
-    process. Other ``options`` go to :class:`~ivrscript.App`. Health: ``GET
+    process. Other ``options`` go to :class:`~ivrscript.App` (``keep_calls`` defaults to
+    1,000 here: a server keeps that many ended calls in ``app.calls``). Health: ``GET
     /{secret}/health`` answers 200 with counts, 503 when the store is unreachable.
     """
     from .app import App
@@ -68,6 +69,7 @@ def wsgi(script: Callable[..., Any], *, platform: Any, public_url: str,
                           "server at (e.g. https://ivr.example.com)")
     if store is not None:
         options["store"] = store
+    options.setdefault("keep_calls", 1000)  # a server runs for weeks: app.calls stays bounded
     app = App(script, platform=platform, public_url=public_url, secret=secret, **options)
     app.start(listen=False)
     return WSGIApp(app)

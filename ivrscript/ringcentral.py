@@ -180,6 +180,8 @@ class RingCentral:
         self._session.mount("https://", adapter)
         self._session.mount("http://", adapter)
         self._adapter = adapter
+        self._pool_for: tuple[Any, Any] | None = None  # (session.verify, its urllib3 pool)
+        self._base_path: tuple[str, str] | None = None  # (server_url, its path)
         self._timeouts = urllib3.Timeout(connect=self.timeout[0], read=self.timeout[1])
         # Token auth is stateless; a cookie jar shared by threads would only add races.
         self._session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
@@ -407,7 +409,7 @@ class RingCentral:
         watch = self._deadlines.arm(allowed)
         try:
             if data is None and isinstance(auth, _Auth) and self._lean():
-                response = self._send_lean(method, self.server_url + path, json, auth)
+                response = self._send_lean(method, path, json, auth)
             else:
                 response = self._session.request(method, self.server_url + path, json=json,
                                                  data=data, auth=auth, timeout=self.timeout,
@@ -436,28 +438,29 @@ class RingCentral:
                 and session.get_adapter(self.server_url + "/") is self._adapter
                 and isinstance(session.verify, bool | str))
 
-    def _send_lean(self, method: str, url: str, body: Any, auth: _Auth) -> requests.Response:
+    def _send_lean(self, method: str, path: str, body: Any, auth: _Auth) -> requests.Response:
         """One exchange on the adapter's own urllib3 pool (the same kept-alive connections
         and deadline watch); the answer as a requests.Response, errors as requests' own."""
         session = self._session
+        url = self.server_url + path
         headers = dict(session.headers)
         headers["Authorization"] = _SCHEME + auth._token
         payload = None
         if body is not None:
             payload = json_module.dumps(body, allow_nan=False).encode("utf-8")
             headers["Content-Type"] = "application/json"
-        pool_kwargs: dict[str, Any] = {}
-        if url.startswith("https:"):
-            verify = session.verify
-            pool_kwargs = ({"cert_reqs": "CERT_NONE"} if verify is False else
-                           {"cert_reqs": "CERT_REQUIRED",
-                            "ca_certs": verify if isinstance(verify, str)
-                            else requests.utils.DEFAULT_CA_BUNDLE_PATH})
         try:
-            pool = self._adapter.poolmanager.connection_from_url(url, pool_kwargs=pool_kwargs)
-            raw = pool.urlopen(method, urlsplit(url).path, body=payload, headers=headers,
-                               retries=False, redirect=False, timeout=self._timeouts,
-                               preload_content=True, decode_content=True)
+            try:
+                raw = self._lean_pool(url).urlopen(
+                    method, self._path_of(path), body=payload, headers=headers, retries=False,
+                    redirect=False, timeout=self._timeouts, preload_content=True,
+                    decode_content=True)
+            except urllib3.exceptions.ClosedPoolError:  # closed before anything was sent
+                self._pool_for = None
+                raw = self._lean_pool(url).urlopen(
+                    method, self._path_of(path), body=payload, headers=headers, retries=False,
+                    redirect=False, timeout=self._timeouts, preload_content=True,
+                    decode_content=True)
         except urllib3.exceptions.NewConnectionError as exc:
             raise requests.ConnectionError(exc) from exc
         except urllib3.exceptions.ConnectTimeoutError as exc:
@@ -476,6 +479,31 @@ class RingCentral:
         response.encoding = requests.utils.get_encoding_from_headers(response.headers)
         response.url = url
         return response
+
+    def _path_of(self, path: str) -> str:
+        """The request target on the server: the server URL's own path (if any), then
+        ``path`` (with its query, if it has one)."""
+        cached = self._base_path
+        if cached is None or cached[0] != self.server_url:
+            cached = self._base_path = (self.server_url, urlsplit(self.server_url).path)
+        return cached[1] + path
+
+    def _lean_pool(self, url: str) -> Any:
+        """The adapter's urllib3 pool for the platform's host, looked up once per TLS setting
+        (the lookup parses the URL and takes the pool manager's lock: a few % of a call)."""
+        verify = self._session.verify
+        cached = self._pool_for
+        if cached is not None and cached[0] == verify:
+            return cached[1]
+        pool_kwargs: dict[str, Any] = {}
+        if url.startswith("https:"):
+            pool_kwargs = ({"cert_reqs": "CERT_NONE"} if verify is False else
+                           {"cert_reqs": "CERT_REQUIRED",
+                            "ca_certs": verify if isinstance(verify, str)
+                            else requests.utils.DEFAULT_CA_BUNDLE_PATH})
+        pool = self._adapter.poolmanager.connection_from_url(url, pool_kwargs=pool_kwargs)
+        self._pool_for = (verify, pool)
+        return pool
 
     def _past_deadline(self, method: str, allowed: float) -> str:
         unsent = " (not retried: it may have been carried out)" if method == "POST" else ""

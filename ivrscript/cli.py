@@ -28,6 +28,7 @@ from .call import Call, TranscriptEvent, sensitive_collect
 from .errors import ConfigError, IvrError, PlatformError, ReplayMismatch
 from .loader import ScriptWarning, load_script_file
 from .netutil import check_port_free
+from .text import clean, terminal
 
 __all__ = ["main", "build_parser", "check_port_free"]
 
@@ -287,11 +288,12 @@ def _replay(path: str, script: Any, out: TextIO, err: TextIO) -> int:
     try:
         transcript = replay(path, script)
     except ReplayMismatch as error:
-        print(error, file=err, flush=True)  # it names the cassette, the step and the diff
+        # it names the cassette, the step and the diff
+        print(terminal(str(error)), file=err, flush=True)
         return EXIT_FAILED
     except IvrError as error:
         raise ConfigError(f"cannot replay {path}: {error}") from None
-    print(transcript, file=out, flush=True)
+    print(terminal(str(transcript)), file=out, flush=True)
     return EXIT_OK
 
 
@@ -473,7 +475,7 @@ class _SimulatorMode:
         self.buffered = ""  # keys pressed while nothing listened (the platform's buffer)
 
     def say(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
+        print(terminal(text), file=self.out, flush=True)
 
     def run(self) -> int:
         from .simulator import Simulator
@@ -730,7 +732,7 @@ class _LiveMode:
         self.recorded: set[str] = set()  # session ids whose cassette was named
 
     def say(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
+        print(terminal(text), file=self.out, flush=True)
 
     def run(self) -> int:
         from .config import load_secret
@@ -838,7 +840,8 @@ class _LiveMode:
                 continue
             number = len(self.watched) + 1
             self.watched[call.session_id] = number
-            self.say(f"[{number}] call {call.session_id} from {call.caller or '?'}")
+            self.say(f"[{number}] call {clean(call.session_id)} from "
+                     f"{clean(call.caller or '?')}")
             seen: set[int] = set()
             lock = threading.Lock()
 

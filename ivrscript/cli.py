@@ -23,12 +23,14 @@ import warnings
 from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any, TextIO
+from urllib.parse import unquote
 
 from .call import Call, TranscriptEvent, sensitive_collect
 from .errors import ConfigError, IvrError, PlatformError, ReplayMismatch
 from .loader import ScriptWarning, load_script_file
 from .netutil import check_port_free
 from .text import clean, terminal
+from .tts import Speech
 
 __all__ = ["main", "build_parser", "check_port_free"]
 
@@ -646,7 +648,7 @@ class _SimulatorMode:
         if kind == "ring":
             self.say(f"Ringing the app: {details}")
         elif kind == "play":
-            self.say(f"  hears    {_media_name(details)}")
+            self.say(f"  hears    {self._heard(details)}")
         elif kind == "played" and details != "Completed":
             self.say(f"           ({details.lower()})")
         elif kind == "listen":
@@ -665,6 +667,21 @@ class _SimulatorMode:
             self.say(f"  {kind}: {details}")
         elif kind == "exit":
             self.say(f"Call ended: {details}.")
+
+    def _heard(self, uri: str) -> str:
+        """What a played URL is, as transcripts show it: a spoken prompt's words (``say
+        "Welcome ..."``, found among the media of the call's commands by the name it is
+        served under), else the file's name, unquoted (``menu#2.wav``)."""
+        name = unquote(_media_name(uri))
+        call = self._app_call()
+        if call is not None:
+            for event in reversed(list(call.transcript)):
+                command = event.data.get("command")
+                media = getattr(command, "media", None) or getattr(command, "prompt", None)
+                for item in media or ():
+                    if isinstance(item, Speech) and item.file_name() == name:
+                        return str(item)
+        return name
 
     def _print_transcript(self, call: Call) -> None:
         self.say("\nTranscript:")

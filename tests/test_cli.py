@@ -212,6 +212,29 @@ def test_readme_first_command_pipes_a_pin(tmp_path: Any) -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_the_terminal_phone_shows_spoken_prompts_by_their_words(tmp_path: Any) -> None:
+    """A spoken prompt (`ivr.say` / `ivr.speech`, played or as a collect's prompt) is shown
+    on the terminal with its words, as transcripts show it, not by the file it is served as;
+    a local prompt whose name is quoted in its URL is shown by its real name."""
+    import shutil
+
+    shutil.copy(os.path.join(EXAMPLES, "prompts", "welcome.wav"), tmp_path / "menu#2 100%.wav")
+    script = write(tmp_path, "spoken.py", (
+        "import ivrscript as ivr\n\n"
+        "def main(call):\n"
+        "    yield ivr.say('Welcome to Acme.')\n"
+        "    yield ivr.play('menu#2 100%.wav', ivr.speech('1234', as_='digits'))\n"
+        "    yield ivr.collect('x', timeout=2, prompt=ivr.speech('Press 1.', voice='en-gb'))\n"))
+    done = run_cli(tmp_path, script, "--speed", "10", stdin="1\n")
+    assert done.returncode == 0, done.stdout + done.stderr
+    heard = [line.strip() for line in done.stdout.split("Transcript:")[0].splitlines()
+             if line.strip().startswith("hears")]
+    assert heard == ['hears    say "Welcome to Acme."', "hears    menu#2 100%.wav",
+                     'hears    say "1 2 3 4"', 'hears    say "Press 1." (voice en-gb)'], \
+        done.stdout
+    assert "say-" not in done.stdout, done.stdout
+
+
 def test_pin_typed_one_key_per_line_goes_to_the_waiting_collect(tmp_path: Any,
                                                                 procs: list[Proc]) -> None:
     """Keys typed one per line while the collect still waits for digits all go to that collect

@@ -23,14 +23,13 @@ import warnings
 from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any, TextIO
-from urllib.parse import unquote
 
 from .call import Call, TranscriptEvent, sensitive_collect
 from .errors import ConfigError, IvrError, PlatformError, ReplayMismatch
 from .loader import ScriptWarning, load_script_file
 from .netutil import check_port_free
 from .text import clean, terminal
-from .tts import Speech
+from .tts import heard
 
 __all__ = ["main", "build_parser", "check_port_free"]
 
@@ -325,10 +324,6 @@ def _summary(calls: Sequence[Call]) -> str:
     reasons = collections.Counter(call.end_reason or "in progress" for call in calls)
     parts = ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items()))
     return f"{len(calls)} call{'s' if len(calls) != 1 else ''}: {parts}"
-
-
-def _media_name(uri: str) -> str:
-    return uri.rstrip("/").rsplit("/", 1)[-1] or uri
 
 
 def _isatty(stream: TextIO) -> bool:
@@ -669,19 +664,8 @@ class _SimulatorMode:
             self.say(f"Call ended: {details}.")
 
     def _heard(self, uri: str) -> str:
-        """What a played URL is, as transcripts show it: a spoken prompt's words (``say
-        "Welcome ..."``, found among the media of the call's commands by the name it is
-        served under), else the file's name, unquoted (``menu#2.wav``)."""
-        name = unquote(_media_name(uri))
-        call = self._app_call()
-        if call is not None:
-            for event in reversed(list(call.transcript)):
-                command = event.data.get("command")
-                media = getattr(command, "media", None) or getattr(command, "prompt", None)
-                for item in media or ():
-                    if isinstance(item, Speech) and item.file_name() == name:
-                        return str(item)
-        return name
+        """A spoken prompt by its words, a file by its unquoted name (tts.heard)."""
+        return heard(uri, self._app_call())
 
     def _print_transcript(self, call: Call) -> None:
         self.say("\nTranscript:")

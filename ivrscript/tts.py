@@ -29,13 +29,14 @@ import wave
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
+from urllib.parse import unquote
 
 from .commands import Play, play
 from .errors import ConfigError
 from .text import clean
 
-__all__ = ["MAX_TEXT", "SAY_AS", "Speech", "SpeechEngine", "Synthesizer", "say", "speech",
-           "speech_for_app", "spoken_in", "uses_speech"]
+__all__ = ["MAX_TEXT", "SAY_AS", "Speech", "SpeechEngine", "Synthesizer", "heard", "say",
+           "speech", "speech_for_app", "spoken_in", "uses_speech"]
 
 MAX_TEXT = 2000  # characters; cloud engines cap a request at a few thousand
 SAY_AS = ("digits", "number", "money", "date", "time")
@@ -84,6 +85,22 @@ class Speech(str):
         """The name the listener serves it under: readable in cassettes and in logs."""
         slug = re.sub(r"[^A-Za-z0-9]+", "-", self.text).strip("-")[:60].rstrip("-")
         return f"say-{slug or 'speech'}.wav"
+
+
+def heard(uri: str, call: Any = None) -> str:
+    """What a media URL the platform plays is, for a person: a spoken prompt's words as
+    transcripts show them (``say "Welcome ..."``, found among the media of ``call``'s commands
+    by the name it is served under), else the last segment of the URL, unquoted
+    (``menu#2.wav``, not ``menu%232.wav``)."""
+    name = unquote(uri.rstrip("/").rsplit("/", 1)[-1]) or uri
+    events = list(call.transcript) if call is not None else []
+    for event in reversed(events):
+        command = event.data.get("command")
+        media = getattr(command, "media", None) or getattr(command, "prompt", None)
+        for item in media or ():
+            if isinstance(item, Speech) and item.file_name() == name:
+                return str(item)
+    return name
 
 
 def speech(text: Any, *, voice: str | None = None, rate: float | None = None,

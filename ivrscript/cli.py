@@ -34,6 +34,8 @@ from .tts import heard
 __all__ = ["main", "build_parser", "check_port_free"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for `yes | head -1`'s yes
+OUTPUT_CLOSED = "the terminal's output was closed (piped to a program that stopped reading)"
 KEYS = frozenset("0123456789*#")
 HANG_UP = "h"  # a typed line that hangs up (in the queue of typed lines)
 HANG_UP_WORDS = ("h", "hangup", "hang up")
@@ -63,7 +65,8 @@ examples:
 
 exit status: 0 done, 1 the script raised (or a prompt was missing) on the simulator, a
 replay mismatch or a failed --call, 2 bad input or set-up (with --strict also a warning
-about the script), 130 interrupted (Ctrl-C or SIGTERM).
+about the script), 130 interrupted (Ctrl-C or SIGTERM), 141 the output was closed (piped to a
+program that stopped reading, such as head: the calls are ended, quietly).
 """
 
 
@@ -148,6 +151,31 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
     """Run the command line; returns the exit status."""
     out = stdout or sys.stdout
     err = stderr or sys.stderr
+    try:
+        return _main(argv, stdin, out, err)
+    except BrokenPipeError:
+        # Output piped to a program that stopped reading (`... | head -1`): stop quietly, as a
+        # program killed by SIGPIPE does (exit 141), with no traceback. Python's docs: point
+        # stdout at devnull, so the flush at exit does not fail again.
+        _discard(out)
+        return EXIT_BROKEN_PIPE
+
+
+def _discard(stream: TextIO) -> None:
+    """Send what is still to be written to ``stream`` (a closed pipe) nowhere."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file (a StringIO in a test)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+def _main(argv: Sequence[str] | None, stdin: TextIO | None, out: TextIO,
+          err: TextIO) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["prompts"]:  # prompt audio tools: ivrscript.prompts
         from . import prompts
@@ -493,6 +521,9 @@ class _SimulatorMode:
             return self._call(sim, app)
         except KeyboardInterrupt:
             return self._interrupted(app)
+        except BrokenPipeError:  # nobody reads what the caller hears: end the call quietly
+            self._output_closed(app)
+            raise
         finally:
             sim.stop()  # first: a callback still on its way reaches a running app
             if app is not None:
@@ -671,6 +702,11 @@ class _SimulatorMode:
         self.say("\nTranscript:")
         self.say(str(call.transcript))
 
+    def _output_closed(self, app: Any) -> None:
+        _discard(self.out)
+        if app is not None and app.running:
+            app.end_calls(OUTPUT_CLOSED)
+
     def _interrupted(self, app: Any) -> int:
         if app is not None and app.running:
             ended = app.end_calls(INTERRUPTED)
@@ -782,6 +818,11 @@ class _LiveMode:
             return self._serve(app)
         except KeyboardInterrupt:
             return self._interrupted(app)
+        except BrokenPipeError:  # nobody reads the transcripts: end the calls, stop quietly
+            _discard(self.out)
+            if app.running:
+                app.end_calls(OUTPUT_CLOSED)
+            raise
         finally:
             if reloader is not None:
                 reloader.stop()

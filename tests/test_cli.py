@@ -637,3 +637,59 @@ def test_end_calls_runs_finally_and_on_error(sim: Any, make_app: Any) -> None:
     assert phone.forwarded_to == "0"
     assert "IvrError: stopping for the test" in str(call.transcript)
     assert app.end_calls() == []  # nothing left in progress
+
+
+# -- output piped to a program that stops reading (`| head -1`) -----------------------------
+
+
+def read_one_line_and_close(args: list[str], tmp_path: Any, stdin: str = "") -> tuple[str, int,
+                                                                                     str]:
+    """What `python -m ivrscript ARGS | head -1` does to the CLI: read its first line, close
+    the pipe; (that line, exit status, stderr)."""
+    proc = subprocess.Popen([sys.executable, "-m", "ivrscript", *args], cwd=ROOT,
+                            env=clean_env(tmp_path), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        proc.stdin.write(stdin)
+        proc.stdin.close()
+        first = proc.stdout.readline()
+        proc.stdout.close()
+        err_text = proc.stderr.read()  # to its end: the process has exited
+        return first, proc.wait(WAIT), err_text
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def test_prompts_check_piped_to_head_exits_quietly(tmp_path: Any) -> None:
+    """`prompts check DIR | head -1` on more output than a pipe holds: no BrokenPipeError
+    traceback, exit status 141 (as a program killed by SIGPIPE)."""
+    import wave
+
+    folder = tmp_path / "prompts"
+    folder.mkdir()
+    for n in range(2500):  # ~80 bytes of output each: well over a 64 KiB pipe
+        with wave.open(str(folder / f"prompt-{n:04d}.wav"), "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(8000)
+            out.writeframes(b"\x00\x00" * 80)
+    first, code, err = read_one_line_and_close(["prompts", "check", str(folder)], tmp_path)
+    assert first.startswith(str(folder)), first
+    assert code == 141, (code, err)
+    assert err == "", err
+
+
+def test_a_call_piped_to_head_exits_quietly(tmp_path: Any) -> None:
+    """The terminal phone piped to `head -1`: the call is ended (no warnings about a platform
+    that went away under it), no traceback, exit status 141."""
+    first, code, err = read_one_line_and_close(
+        ["examples/say_hello.py", "--speed", "10"], tmp_path, stdin="1\n")
+    assert first.startswith("Simulator: calling main()"), first
+    assert code == 141, (code, err)
+    assert err == "", err

@@ -467,23 +467,61 @@ class App:
         log.warning("%s for unknown session %s (no store knows it): %s", kind,
                     shown(session_id), what)
         party = body.get("partyId") if isinstance(body.get("partyId"), str) else None
+        extension = body.get("extensionId")
+        extension = str(extension) if isinstance(extension, str | int) else None
         pool = self._pool
         if pool is not None:
             try:
-                pool.submit(self.hang_up_unknown, session_id, party)
+                pool.submit(self.hang_up_unknown, session_id, party, extension)
             except RuntimeError:  # shutting down
                 pass
 
-    def hang_up_unknown(self, session_id: str, party_id: str | None) -> None:
-        """End a call the app cannot drive: ``on_unknown`` if it is a forward, else hang up."""
+    def hang_up_unknown(self, session_id: str, party_id: str | None,
+                        extension_id: str | None = None) -> None:
+        """End a call the app cannot drive: ``on_unknown`` if it is a forward, else hang up.
+
+        Forward targets the session's APP party, but the callbacks of a call in progress
+        (on-command-update) name the CALLER's party (PLATFORM.md): the app party is asked of
+        the platform (the session's parties; the one the app's extension owns). When the
+        platform names none (a session it does not know), the call is hung up."""
         command = self.on_unknown
-        if isinstance(command, Forward) and party_id:
-            outcome = self._send(Request(0, "forward", dict(
-                session_id=session_id, app_party_id=party_id, extension=command.extension,
-                phone_number=command.phone_number)))
-            if isinstance(outcome, Sent):
-                return
+        if isinstance(command, Forward):
+            app_party = self._app_party(session_id, party_id, extension_id)
+            if app_party is not None:
+                outcome = self._send(Request(0, "forward", dict(
+                    session_id=session_id, app_party_id=app_party,
+                    extension=command.extension, phone_number=command.phone_number)))
+                if isinstance(outcome, Sent):
+                    return
         self._send(Request(0, "drop", dict(session_id=session_id)))
+
+    def _app_party(self, session_id: str, named: str | None,
+                   extension_id: str | None) -> str | None:
+        """The id of the session's party the app's extension owns (GET the session), or
+        None; ``named`` (the callback's party: the caller's, for an update) only when the
+        platform says it is the app's."""
+        from urllib.parse import quote
+
+        path = f"/restapi/v1.0/account/~/telephony/sessions/{quote(session_id, safe='')}"
+        try:
+            parties = self.client.request("GET", path, retry=False).json().get("parties")
+        except Exception as error:  # PlatformError (a 404: gone), a body that is not JSON
+            log.info("on_unknown: no party of session %s to forward (%s): hanging it up",
+                     shown(session_id), shown(error, 200))
+            return None
+        owned = [p for p in parties if isinstance(p, dict) and isinstance(p.get("id"), str)
+                 and isinstance(p.get("owner"), dict)] if isinstance(parties, list) else []
+        for party in owned:
+            if extension_id is not None and str(party["owner"].get("extensionId")) == \
+                    extension_id:
+                return party["id"]
+        if extension_id is None:  # the callback did not say which extension is the app's
+            others = [p["id"] for p in owned if p["id"] != named]
+            if len(others) == 1:
+                return others[0]
+        log.info("on_unknown: the platform names no app party in session %s: hanging it up",
+                 shown(session_id))
+        return None
 
     def _on_store_news(self, session_id: str) -> None:
         """A store subscriber: some process appended to the call's log (or a timer is due);

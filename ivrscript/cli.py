@@ -28,10 +28,14 @@ from .call import Call, TranscriptEvent, sensitive_collect
 from .errors import ConfigError, IvrError, PlatformError, ReplayMismatch
 from .loader import ScriptWarning, load_script_file
 from .netutil import check_port_free
+from .text import clean, terminal
+from .tts import heard
 
 __all__ = ["main", "build_parser", "check_port_free"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for `yes | head -1`'s yes
+OUTPUT_CLOSED = "the terminal's output was closed (piped to a program that stopped reading)"
 KEYS = frozenset("0123456789*#")
 HANG_UP = "h"  # a typed line that hangs up (in the queue of typed lines)
 HANG_UP_WORDS = ("h", "hangup", "hang up")
@@ -61,7 +65,8 @@ examples:
 
 exit status: 0 done, 1 the script raised (or a prompt was missing) on the simulator, a
 replay mismatch or a failed --call, 2 bad input or set-up (with --strict also a warning
-about the script), 130 interrupted (Ctrl-C or SIGTERM).
+about the script), 130 interrupted (Ctrl-C or SIGTERM), 141 the output was closed (piped to a
+program that stopped reading, such as head: the calls are ended, quietly).
 """
 
 
@@ -146,6 +151,31 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
     """Run the command line; returns the exit status."""
     out = stdout or sys.stdout
     err = stderr or sys.stderr
+    try:
+        return _main(argv, stdin, out, err)
+    except BrokenPipeError:
+        # Output piped to a program that stopped reading (`... | head -1`): stop quietly, as a
+        # program killed by SIGPIPE does (exit 141), with no traceback. Python's docs: point
+        # stdout at devnull, so the flush at exit does not fail again.
+        _discard(out)
+        return EXIT_BROKEN_PIPE
+
+
+def _discard(stream: TextIO) -> None:
+    """Send what is still to be written to ``stream`` (a closed pipe) nowhere."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file (a StringIO in a test)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+def _main(argv: Sequence[str] | None, stdin: TextIO | None, out: TextIO,
+          err: TextIO) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["prompts"]:  # prompt audio tools: ivrscript.prompts
         from . import prompts
@@ -287,11 +317,12 @@ def _replay(path: str, script: Any, out: TextIO, err: TextIO) -> int:
     try:
         transcript = replay(path, script)
     except ReplayMismatch as error:
-        print(error, file=err, flush=True)  # it names the cassette, the step and the diff
+        # it names the cassette, the step and the diff
+        print(terminal(str(error)), file=err, flush=True)
         return EXIT_FAILED
     except IvrError as error:
         raise ConfigError(f"cannot replay {path}: {error}") from None
-    print(transcript, file=out, flush=True)
+    print(terminal(str(transcript)), file=out, flush=True)
     return EXIT_OK
 
 
@@ -321,10 +352,6 @@ def _summary(calls: Sequence[Call]) -> str:
     reasons = collections.Counter(call.end_reason or "in progress" for call in calls)
     parts = ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items()))
     return f"{len(calls)} call{'s' if len(calls) != 1 else ''}: {parts}"
-
-
-def _media_name(uri: str) -> str:
-    return uri.rstrip("/").rsplit("/", 1)[-1] or uri
 
 
 def _isatty(stream: TextIO) -> bool:
@@ -473,7 +500,7 @@ class _SimulatorMode:
         self.buffered = ""  # keys pressed while nothing listened (the platform's buffer)
 
     def say(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
+        print(terminal(text), file=self.out, flush=True)
 
     def run(self) -> int:
         from .simulator import Simulator
@@ -494,6 +521,9 @@ class _SimulatorMode:
             return self._call(sim, app)
         except KeyboardInterrupt:
             return self._interrupted(app)
+        except BrokenPipeError:  # nobody reads what the caller hears: end the call quietly
+            self._output_closed(app)
+            raise
         finally:
             sim.stop()  # first: a callback still on its way reaches a running app
             if app is not None:
@@ -644,7 +674,7 @@ class _SimulatorMode:
         if kind == "ring":
             self.say(f"Ringing the app: {details}")
         elif kind == "play":
-            self.say(f"  hears    {_media_name(details)}")
+            self.say(f"  hears    {self._heard(details)}")
         elif kind == "played" and details != "Completed":
             self.say(f"           ({details.lower()})")
         elif kind == "listen":
@@ -664,9 +694,18 @@ class _SimulatorMode:
         elif kind == "exit":
             self.say(f"Call ended: {details}.")
 
+    def _heard(self, uri: str) -> str:
+        """A spoken prompt by its words, a file by its unquoted name (tts.heard)."""
+        return heard(uri, self._app_call())
+
     def _print_transcript(self, call: Call) -> None:
         self.say("\nTranscript:")
         self.say(str(call.transcript))
+
+    def _output_closed(self, app: Any) -> None:
+        _discard(self.out)
+        if app is not None and app.running:
+            app.end_calls(OUTPUT_CLOSED)
 
     def _interrupted(self, app: Any) -> int:
         if app is not None and app.running:
@@ -730,7 +769,7 @@ class _LiveMode:
         self.recorded: set[str] = set()  # session ids whose cassette was named
 
     def say(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
+        print(terminal(text), file=self.out, flush=True)
 
     def run(self) -> int:
         from .config import load_secret
@@ -779,6 +818,11 @@ class _LiveMode:
             return self._serve(app)
         except KeyboardInterrupt:
             return self._interrupted(app)
+        except BrokenPipeError:  # nobody reads the transcripts: end the calls, stop quietly
+            _discard(self.out)
+            if app.running:
+                app.end_calls(OUTPUT_CLOSED)
+            raise
         finally:
             if reloader is not None:
                 reloader.stop()
@@ -838,7 +882,8 @@ class _LiveMode:
                 continue
             number = len(self.watched) + 1
             self.watched[call.session_id] = number
-            self.say(f"[{number}] call {call.session_id} from {call.caller or '?'}")
+            self.say(f"[{number}] call {clean(call.session_id)} from "
+                     f"{clean(call.caller or '?')}")
             seen: set[int] = set()
             lock = threading.Lock()
 

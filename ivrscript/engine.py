@@ -31,7 +31,7 @@ from typing import Any
 from .call import RESULT, Call
 from .commands import Collect, Effect, Forward, Hangup, Menu, Play, PlayResult, collect_result
 from .errors import CallEnded, CommandFailed, IvrError, PlatformError
-from .text import shown
+from .text import clean, shown
 from .tracebacks import script_traceback
 
 __all__ = [
@@ -280,7 +280,9 @@ class CallEngine:
             return []
         self._phase = "running"
         c = self.call
-        self.call.transcript.add("enter", f"from {c.caller or '?'} to {c.called or '?'}",
+        # (the numbers came from the callback: escaped, so a forged one adds no line)
+        self.call.transcript.add("enter", f"from {clean(c.caller or '?', 80)} to "
+                                 f"{clean(c.called or '?', 80)}",
                                  session_id=c.session_id)
         try:
             gen = self.script(c)

@@ -5,6 +5,8 @@ A :class:`Speech` item is a media item like a file path or a URL: ``play(...)``,
 ``collect(prompt=...)`` and ``menu(...)`` take it, mixed with files and URLs. The app turns it
 into an 8 kHz mono 16-bit PCM WAV (what the platform plays), cached on disk by a hash of
 (engine, voice, rate, text), served by its listener like a local prompt, its length known.
+The cache is bounded (200 MB by default, ``$IVRSCRIPT_SPEECH_CACHE_MB``): the least recently
+used prompts are evicted past it.
 
 An engine is any callable ``engine(text, voice, rate) -> bytes`` returning audio (WAV, MP3,
 FLAC or Ogg; anything not 8 kHz mono WAV is converted). The default is eSpeak NG, local and
@@ -25,17 +27,19 @@ import re
 import tempfile
 import textwrap
 import threading
+import time
 import wave
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
+from urllib.parse import unquote
 
 from .commands import Play, play
 from .errors import ConfigError
 from .text import clean
 
-__all__ = ["MAX_TEXT", "SAY_AS", "Speech", "SpeechEngine", "Synthesizer", "say", "speech",
-           "speech_for_app", "spoken_in", "uses_speech"]
+__all__ = ["DEFAULT_CACHE_MB", "MAX_TEXT", "SAY_AS", "Speech", "SpeechEngine", "Synthesizer", "heard", "say",
+           "speech", "speech_for_app", "spoken_in", "uses_speech"]
 
 MAX_TEXT = 2000  # characters; cloud engines cap a request at a few thousand
 SAY_AS = ("digits", "number", "money", "date", "time")
@@ -84,6 +88,22 @@ class Speech(str):
         """The name the listener serves it under: readable in cassettes and in logs."""
         slug = re.sub(r"[^A-Za-z0-9]+", "-", self.text).strip("-")[:60].rstrip("-")
         return f"say-{slug or 'speech'}.wav"
+
+
+def heard(uri: str, call: Any = None) -> str:
+    """What a media URL the platform plays is, for a person: a spoken prompt's words as
+    transcripts show them (``say "Welcome ..."``, found among the media of ``call``'s commands
+    by the name it is served under), else the last segment of the URL, unquoted
+    (``menu#2.wav``, not ``menu%232.wav``)."""
+    name = unquote(uri.rstrip("/").rsplit("/", 1)[-1]) or uri
+    events = list(call.transcript) if call is not None else []
+    for event in reversed(events):
+        command = event.data.get("command")
+        media = getattr(command, "media", None) or getattr(command, "prompt", None)
+        for item in media or ():
+            if isinstance(item, Speech) and item.file_name() == name:
+                return str(item)
+    return name
 
 
 def speech(text: Any, *, voice: str | None = None, rate: float | None = None,
@@ -267,6 +287,25 @@ def default_cache_dir() -> str:
     return os.path.join(base, "ivrscript", "speech")
 
 
+DEFAULT_CACHE_MB = 200  # the speech cache's default bound on disk: some 3.5 hours of audio
+CACHE_SIZE_ENV = "IVRSCRIPT_SPEECH_CACHE_MB"
+
+
+def default_cache_bytes() -> int:
+    """``$IVRSCRIPT_SPEECH_CACHE_MB`` megabytes (10**6 bytes), else 200 MB."""
+    given = os.environ.get(CACHE_SIZE_ENV, "").strip()
+    if not given:
+        return DEFAULT_CACHE_MB * 10**6
+    try:
+        megabytes = float(given)
+    except ValueError:
+        megabytes = float("nan")
+    if not megabytes > 0 or megabytes == float("inf"):
+        raise ConfigError(f"{CACHE_SIZE_ENV} must be a number of megabytes above 0 (such as "
+                          f"{DEFAULT_CACHE_MB}), got {clean(given, 40)!r}")
+    return int(megabytes * 10**6)
+
+
 def _engine_name(engine: Any) -> str:
     name = getattr(engine, "name", None)
     if isinstance(name, str) and name:
@@ -293,14 +332,31 @@ class Synthesizer:
     """An engine and its on-disk cache: ``render(item)`` gives the WAV's path and length.
 
     ``engine`` defaults to the local eSpeak NG; ``cache_dir`` to :func:`default_cache_dir`.
-    A prompt already in the cache is never synthesised again (``synthesised`` counts the
-    engine calls).
+    A prompt already in the cache is not synthesised again (``synthesised`` counts the
+    engine calls) while it stays there: the cache holds at most ``max_bytes`` of prompts
+    (default :func:`default_cache_bytes`, 200 MB). Past that, the least recently used ones
+    go first (a prompt's file time is when it was last used; ``evicted`` counts them), down
+    to 90% of the bound, but never one used in the last ``keep_recent`` seconds (a prompt
+    the platform may still be fetching), so the folder can be over its bound for a while
+    when more than that is spoken within a minute.
     """
 
-    def __init__(self, engine: SpeechEngine | None = None, cache_dir: str | None = None) -> None:
+    keep_recent = 60.0  # seconds: a prompt used this recently is never evicted
+    low_water = 0.9  # eviction goes down to this share of max_bytes
+
+    def __init__(self, engine: SpeechEngine | None = None, cache_dir: str | None = None,
+                 max_bytes: int | None = None) -> None:
         self._engine = engine
         self.cache_dir = os.path.abspath(os.path.expanduser(cache_dir or default_cache_dir()))
+        if max_bytes is None:
+            max_bytes = default_cache_bytes()
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+            raise ValueError(f"max_bytes must be a whole number of bytes >= 1, got "
+                             f"{max_bytes!r}")
+        self.max_bytes = max_bytes
         self.synthesised = 0
+        self.evicted = 0
+        self._size: int | None = None  # bytes in the folder, as last scanned plus our writes
         self._lock = threading.Lock()
         # Two calls asking for one new prompt synthesise it once; striped, so prompts with
         # dynamic text (a PIN read back) leave no lock behind each.
@@ -344,9 +400,17 @@ class Synthesizer:
         with self._stripes[int(key[:8], 16) % len(self._stripes)]:
             if os.path.isfile(path):
                 try:
-                    return path, _wav_length(path)
+                    seconds = _wav_length(path)
                 except (wave.Error, EOFError, ZeroDivisionError):
                     pass  # a damaged entry (a full disk, a hand edit): synthesise it again
+                except OSError:
+                    pass  # evicted meanwhile (by another process sharing the folder)
+                else:
+                    try:
+                        os.utime(path)  # used now: the file's time orders eviction
+                    except OSError:
+                        pass
+                    return path, seconds
             data = self.engine(item.text, item.voice, item.rate)
             with self._lock:
                 self.synthesised += 1
@@ -362,7 +426,65 @@ class Synthesizer:
             with open(tmp, "wb") as handle:
                 handle.write(data)
             os.replace(tmp, path)  # readers never see half a file
-            return path, _wav_length(path)
+            seconds = _wav_length(path)
+        self._added(len(data), path)
+        return path, seconds
+
+    def _added(self, size: int, path: str) -> None:
+        """Count a new entry; over the bound, evict (least recently used first)."""
+        with self._lock:
+            if self._size is None:
+                self._size = self._scan()[0]  # the first write of this process: one scan
+            else:
+                self._size += size
+            if self._size <= self.max_bytes:
+                return
+            self._evict(keep=path)
+
+    def _scan(self) -> tuple[int, list[tuple[float, int, str]]]:
+        """(total bytes, [(mtime, size, path)] of the cached prompts); stale temporary files
+        of writers that died are removed on the way."""
+        entries: list[tuple[float, int, str]] = []
+        total = 0
+        now = time.time()
+        try:
+            listing = list(os.scandir(self.cache_dir))
+        except OSError:
+            return 0, []
+        for entry in listing:
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if entry.name.endswith(".tmp") and now - info.st_mtime > 3600:
+                _remove(entry.path)
+                continue
+            if entry.is_file(follow_symlinks=False) and entry.name.endswith(".wav"):
+                entries.append((info.st_mtime, info.st_size, entry.path))
+                total += info.st_size
+        return total, entries
+
+    def _evict(self, keep: str) -> None:
+        total, entries = self._scan()  # the truth: other processes may share the folder
+        target = int(self.max_bytes * self.low_water)
+        recent = time.time() - self.keep_recent
+        for mtime, size, path in sorted(entries):
+            if total <= target or mtime >= recent:
+                break  # oldest first: the rest are newer
+            if path == keep:
+                continue
+            if _remove(path):
+                self.evicted += 1
+            total -= size
+        self._size = total
+
+
+def _remove(path: str) -> bool:
+    try:
+        os.remove(path)
+    except OSError:  # another process removed it first, say
+        return False
+    return True
 
 
 def synthesizer_for(speech: Any) -> Synthesizer:

@@ -33,6 +33,7 @@ import wave
 import weakref
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote
 
 import ipywidgets as w
 
@@ -40,6 +41,7 @@ from .call import Call, TranscriptEvent, sensitive_collect
 from .errors import IvrError, ReplayMismatch
 from .notebook import mismatch_html
 from .text import clean
+from .tts import heard
 
 __all__ = ["Dashboard", "Keypad", "CallView", "show_mismatch"]
 
@@ -541,7 +543,7 @@ class Keypad(w.VBox):
                 line += f" &middot; <b style='color:{_DIM}'>the app is stopped</b>"
         else:
             playing = phone.playing
-            play = (f"&#9654; playing <code>{html.escape(_media_name(playing))}</code>"
+            play = (f"&#9654; playing <code>{html.escape(heard(playing, self.call))}</code>"
                     if playing else "nothing playing")
             patterns = phone.collect_patterns
             listen = (f"<b style='color:{_OK}'>&#9679; listening</b> for "
@@ -594,10 +596,6 @@ def show_mismatch(error: ReplayMismatch) -> w.HTML:
     return w.HTML(mismatch_html(error))
 
 
-def _media_name(uri: str) -> str:
-    return uri.rstrip("/").rsplit("/", 1)[-1]
-
-
 def _local_media(app: Any, uri: str) -> str | None:
     """The local file behind a media URL the app serves, or None."""
     if not app.running:
@@ -606,5 +604,5 @@ def _local_media(app: Any, uri: str) -> str | None:
     if not uri.startswith(prefix):
         return None
     media_id, _, name = uri[len(prefix):].partition("/")
-    found = app._media.lookup(media_id, name)
+    found = app._media.lookup(media_id, unquote(name))  # the name is quoted in the URL
     return found[0] if found else None

@@ -212,6 +212,29 @@ def test_readme_first_command_pipes_a_pin(tmp_path: Any) -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_the_terminal_phone_shows_spoken_prompts_by_their_words(tmp_path: Any) -> None:
+    """A spoken prompt (`ivr.say` / `ivr.speech`, played or as a collect's prompt) is shown
+    on the terminal with its words, as transcripts show it, not by the file it is served as;
+    a local prompt whose name is quoted in its URL is shown by its real name."""
+    import shutil
+
+    shutil.copy(os.path.join(EXAMPLES, "prompts", "welcome.wav"), tmp_path / "menu#2 100%.wav")
+    script = write(tmp_path, "spoken.py", (
+        "import ivrscript as ivr\n\n"
+        "def main(call):\n"
+        "    yield ivr.say('Welcome to Acme.')\n"
+        "    yield ivr.play('menu#2 100%.wav', ivr.speech('1234', as_='digits'))\n"
+        "    yield ivr.collect('x', timeout=2, prompt=ivr.speech('Press 1.', voice='en-gb'))\n"))
+    done = run_cli(tmp_path, script, "--speed", "10", stdin="1\n")
+    assert done.returncode == 0, done.stdout + done.stderr
+    heard = [line.strip() for line in done.stdout.split("Transcript:")[0].splitlines()
+             if line.strip().startswith("hears")]
+    assert heard == ['hears    say "Welcome to Acme."', "hears    menu#2 100%.wav",
+                     'hears    say "1 2 3 4"', 'hears    say "Press 1." (voice en-gb)'], \
+        done.stdout
+    assert "say-" not in done.stdout, done.stdout
+
+
 def test_pin_typed_one_key_per_line_goes_to_the_waiting_collect(tmp_path: Any,
                                                                 procs: list[Proc]) -> None:
     """Keys typed one per line while the collect still waits for digits all go to that collect
@@ -614,3 +637,59 @@ def test_end_calls_runs_finally_and_on_error(sim: Any, make_app: Any) -> None:
     assert phone.forwarded_to == "0"
     assert "IvrError: stopping for the test" in str(call.transcript)
     assert app.end_calls() == []  # nothing left in progress
+
+
+# -- output piped to a program that stops reading (`| head -1`) -----------------------------
+
+
+def read_one_line_and_close(args: list[str], tmp_path: Any, stdin: str = "") -> tuple[str, int,
+                                                                                     str]:
+    """What `python -m ivrscript ARGS | head -1` does to the CLI: read its first line, close
+    the pipe; (that line, exit status, stderr)."""
+    proc = subprocess.Popen([sys.executable, "-m", "ivrscript", *args], cwd=ROOT,
+                            env=clean_env(tmp_path), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        proc.stdin.write(stdin)
+        proc.stdin.close()
+        first = proc.stdout.readline()
+        proc.stdout.close()
+        err_text = proc.stderr.read()  # to its end: the process has exited
+        return first, proc.wait(WAIT), err_text
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def test_prompts_check_piped_to_head_exits_quietly(tmp_path: Any) -> None:
+    """`prompts check DIR | head -1` on more output than a pipe holds: no BrokenPipeError
+    traceback, exit status 141 (as a program killed by SIGPIPE)."""
+    import wave
+
+    folder = tmp_path / "prompts"
+    folder.mkdir()
+    for n in range(2500):  # ~80 bytes of output each: well over a 64 KiB pipe
+        with wave.open(str(folder / f"prompt-{n:04d}.wav"), "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(8000)
+            out.writeframes(b"\x00\x00" * 80)
+    first, code, err = read_one_line_and_close(["prompts", "check", str(folder)], tmp_path)
+    assert first.startswith(str(folder)), first
+    assert code == 141, (code, err)
+    assert err == "", err
+
+
+def test_a_call_piped_to_head_exits_quietly(tmp_path: Any) -> None:
+    """The terminal phone piped to `head -1`: the call is ended (no warnings about a platform
+    that went away under it), no traceback, exit status 141."""
+    first, code, err = read_one_line_and_close(
+        ["examples/say_hello.py", "--speed", "10"], tmp_path, stdin="1\n")
+    assert first.startswith("Simulator: calling main()"), first
+    assert code == 141, (code, err)
+    assert err == "", err

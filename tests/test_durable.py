@@ -597,8 +597,9 @@ def test_an_unreachable_store_answers_503_so_the_platform_retries(sim: Any, make
 
 
 def test_on_unknown_tries_its_command_then_hangs_up(sim: Any, make_app: Any) -> None:
-    """on_unknown=forward(...): the app forwards the unknown session (here the platform refuses:
-    the callback named the caller's party, not the app's), then hangs it up."""
+    """on_unknown=forward(...): the app asks the platform for the unknown session's app party
+    to forward (the callback names the caller's); here the platform knows no such session, so
+    it is hung up (tests/test_unknown_forward.py forwards a real one)."""
     import requests
 
     app = make_app(pin_flow, on_unknown=ivr.forward(extension="0"))
@@ -608,7 +609,7 @@ def test_on_unknown_tries_its_command_then_hangs_up(sim: Any, make_app: Any) -> 
                          timeout=5).status_code == 200
     wait_for(lambda: any(r.method == "DELETE" for r in sim.requests_log), "the hang-up")
     assert [(r.method, r.path.rsplit("/", 1)[-1]) for r in sim.requests_log] == [
-        ("POST", "forward"), ("DELETE", "s-gone")]
+        ("GET", "s-gone"), ("DELETE", "s-gone")]
 
 
 def test_a_lost_update_ends_the_call_once_overdue(sim: Any, make_app: Any, caplog: Any

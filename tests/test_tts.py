@@ -456,3 +456,100 @@ def test_spoken_text_is_shown_quoted_with_control_characters_escaped():
     assert str(item) == 'say "Hello \\"Bob\\"\\n\\x1b]52;c;AAAA\\x07\\u202e!"'
     assert item.text == 'Hello "Bob"\n\x1b]52;c;AAAA\x07\u202e!'  # spoken as given
     assert "\n" not in ivr.say(item.text).describe()
+
+
+# -- the cache's bound on disk -----------------------------------------------------------------
+
+ENTRY = 8000 * 2 + 44  # a ten-character text of CountingEngine: 1 s of 8 kHz 16-bit + header
+
+
+def cached(folder):
+    return sorted(os.path.basename(p) for p in glob.glob(os.path.join(str(folder), "*.wav")))
+
+
+def age(folder, seconds_ago):
+    """Set every cached prompt's time ``seconds_ago`` in the past, oldest first in order."""
+    now = __import__("time").time()
+    for path, ago in seconds_ago.items():
+        os.utime(os.path.join(str(folder), path), (now - ago, now - ago))
+
+
+def test_the_cache_has_a_documented_default_bound_and_a_setting(monkeypatch, tmp_path):
+    from ivrscript.tts import DEFAULT_CACHE_MB
+
+    assert DEFAULT_CACHE_MB == 200
+    assert Synthesizer(CountingEngine()).max_bytes == 200 * 10**6
+    monkeypatch.setenv("IVRSCRIPT_SPEECH_CACHE_MB", "0.5")
+    assert Synthesizer(CountingEngine()).max_bytes == 500_000
+    assert Synthesizer(CountingEngine(), max_bytes=12345).max_bytes == 12345
+    for bad in ("0", "-3", "lots", "inf", "nan"):
+        monkeypatch.setenv("IVRSCRIPT_SPEECH_CACHE_MB", bad)
+        with pytest.raises(ivr.ConfigError, match="IVRSCRIPT_SPEECH_CACHE_MB must be"):
+            Synthesizer(CountingEngine())
+    monkeypatch.delenv("IVRSCRIPT_SPEECH_CACHE_MB")
+    with pytest.raises(ValueError, match="max_bytes"):
+        Synthesizer(CountingEngine(), max_bytes=0)
+
+
+def test_the_least_recently_used_prompts_are_evicted_past_the_bound(tmp_path):
+    """Past max_bytes the oldest-used prompts go (down to 90% of the bound); a cache hit
+    counts as a use, so a prompt in use stays; an evicted prompt is synthesised again."""
+    engine = CountingEngine()
+    folder = tmp_path / "cache"
+    synth = Synthesizer(engine, cache_dir=str(folder), max_bytes=int(ENTRY * 3.5))
+    texts = ["prompt-one", "prompt-two", "prompt-thr"]
+    names = [os.path.basename(synth.render(ivr.speech(t))[0]) for t in texts]
+    assert len(cached(folder)) == 3 and synth.evicted == 0
+    age(folder, {names[0]: 300, names[1]: 200, names[2]: 100})
+    synth.render(ivr.speech("prompt-one"))  # a hit: used now
+    assert len(engine.calls) == 3
+    fourth = os.path.basename(synth.render(ivr.speech("prompt-fou"))[0])
+    # 4 entries > 3.5: down to 90% of the bound (3.15 entries): the least recently used one
+    # goes, "two" (not "one", made first but used since).
+    assert cached(folder) == sorted([names[0], names[2], fourth]), cached(folder)
+    assert synth.evicted == 1
+    total = sum(os.path.getsize(os.path.join(str(folder), n)) for n in cached(folder))
+    assert total <= synth.max_bytes
+    synth.render(ivr.speech("prompt-two"))
+    assert [c[0] for c in engine.calls].count("prompt-two") == 2  # synthesised again
+
+
+def test_a_prompt_used_in_the_last_minute_is_not_evicted(tmp_path):
+    """A prompt the platform may still be fetching is kept even over the bound: the folder is
+    over it for a while rather than a play failing."""
+    engine = CountingEngine()
+    folder = tmp_path / "cache"
+    synth = Synthesizer(engine, cache_dir=str(folder), max_bytes=ENTRY)
+    for text in ("prompt-one", "prompt-two", "prompt-thr"):
+        synth.render(ivr.speech(text))
+    assert len(cached(folder)) == 3 and synth.evicted == 0
+    age(folder, {name: 120 for name in cached(folder)})
+    synth.render(ivr.speech("prompt-fou"))
+    assert len(cached(folder)) == 1 and synth.evicted == 3
+
+
+def test_a_bounded_cache_serves_a_call_over_real_http(sim, make_app, tmp_path):
+    """A call speaking more than the bound holds, on the simulator over real HTTP: every
+    prompt is fetched and played (none is evicted while the call may still fetch it), and
+    the next prompt spoken once they are old brings the folder back under its bound."""
+    engine = CountingEngine()
+    folder = tmp_path / "cache"
+    synth = Synthesizer(engine, cache_dir=str(folder), max_bytes=int(ENTRY * 1.5))
+    texts = [f"greeting-{n}" for n in range(4)]
+
+    def main(call):
+        yield ivr.play(*[ivr.speech(t) for t in texts])
+        yield ivr.say("farewell-0")
+
+    app = make_app(main, speech=synth)
+    phone = sim.call(app)
+    call = finish(app, phone)
+    assert str(call.transcript).count("-> Completed") == 2, call.transcript
+    assert len(phone.heard) == 5
+    for url in phone.heard:
+        answer = requests.get(url, timeout=5)
+        assert answer.status_code == 200 and wav_format(answer.content)[0] == 8000
+    age(folder, {name: 120 for name in cached(folder)})
+    synth.render(ivr.speech("afterwards"))
+    total = sum(os.path.getsize(os.path.join(str(folder), n)) for n in cached(folder))
+    assert total <= synth.max_bytes and len(cached(folder)) == 1, cached(folder)

@@ -439,3 +439,36 @@ def test_a_replay_mismatch_shows_as_a_side_by_side_table(tmp_path: Any) -> None:
     assert "<table" in shown and "<th style='text-align:left'>recorded</th>" in shown
     marked = [row for row in shown.split("<tr") if "background" in row]
     assert any("welcome.wav" in row and "goodbye.wav" in row for row in marked), shown
+
+
+def test_keypad_plays_and_names_a_prompt_whose_name_is_quoted_in_its_url(
+        sim: Any, make_app: Callable[..., Any], tmp_path: Any) -> None:
+    """A local prompt named ``menu#2 100%.wav`` (``menu%232%20100%25.wav`` in its media URL)
+    is played by the Keypad, bytes and all, and named as it is on disk; a spoken prompt is
+    named by its words, as the transcript shows it."""
+    import shutil
+
+    prompt = tmp_path / "menu#2 100%.wav"
+    shutil.copy(ENTER_PIN, prompt)
+    seen: list[str] = []
+
+    def main(call: ivr.Call) -> Any:
+        yield ivr.collect("x", timeout=8, prompt=str(prompt))
+        yield ivr.collect("x", timeout=8, prompt=ivr.speech("Press 1, Bob."))
+
+    app = make_app(main)
+    keypad = Keypad(sim, app)
+    keypad.status.observe(lambda change: seen.append(change["new"]), names="value")
+    keypad.buttons["Call"].click()
+    with open(ENTER_PIN, "rb") as file:
+        data = file.read()
+    until(keypad.audio, "value", lambda v: v == data, "menu#2 100%.wav in the Audio widget")
+    assert any("playing <code>menu#2 100%.wav</code>" in v for v in seen), seen
+    keypad.phone.wait_until_listening(TIMEOUT)
+    keypad.buttons["1"].click()
+    until(keypad.status, "value", lambda v: "say &quot;Press 1, Bob.&quot;" in v or any(
+        "say &quot;Press 1, Bob.&quot;" in s for s in seen), "the spoken prompt named")
+    keypad.phone.wait_until_listening(TIMEOUT)
+    keypad.buttons["Hang up"].click()
+    keypad.phone.wait_until_ended(TIMEOUT)
+    assert not any("%23" in v or "say-Press" in v for v in seen), seen

@@ -891,8 +891,300 @@ class _Parsed:
         return self.data
 
 
+# -- a fast reader for the YAML this module writes --------------------------------------------
+
+
+class _NotSimple(Exception):
+    """The text uses YAML beyond what :func:`_simple_yaml` reads: the full loader reads it."""
+
+
+_STR_TAG = "tag:yaml.org,2002:str"
+_SCALAR_TAGS = frozenset(f"tag:yaml.org,2002:{name}" for name in
+                         ("int", "float", "bool", "null", "timestamp"))
+_NOT_PLAIN_START = frozenset("?:,[]{}#&*!|>'\"%@`")
+_QUOTED_ESCAPES = {"0": "\0", "a": "\x07", "b": "\x08", "t": "\t", "\t": "\t", "n": "\n",
+                   "v": "\x0b", "f": "\x0c", "r": "\r", "e": "\x1b", " ": " ", '"': '"',
+                   "/": "/", "\\": "\\", "N": "\x85", "_": "\xa0", "L": "\u2028",
+                   "P": "\u2029"}
+_HEX_ESCAPES = {"x": 2, "u": 4, "U": 8}
+_ODD_CHARS = re.compile("[\t\r\x85\u2028\u2029\ufeff]")
+_resolver = yaml.resolver.Resolver()
+_constructor = yaml.constructor.SafeConstructor()
+
+
+class _SimpleYaml:
+    """A reader of block-style YAML as ``yaml.dump`` and vcrpy write it: block mappings and
+    sequences, one-line plain scalars, single-quoted scalars (folded over lines), one-line
+    double-quoted ones, ``{}`` and ``[]``. Plain scalars are resolved by PyYAML's own resolver
+    and constructor, so a document it reads gives what ``yaml.safe_load`` gives (a test
+    checks that on every committed recording and on generated documents); anything else
+    (anchors, aliases, tags, flow collections, block scalars, comments, multi-line plain or
+    double-quoted scalars, tabs) raises :class:`_NotSimple`."""
+
+    def __init__(self, text: str) -> None:
+        if _ODD_CHARS.search(text):
+            raise _NotSimple("tabs, or a line break YAML knows and str.split does not")
+        lines = text.split("\n")
+        while lines and not lines[-1].strip(" "):
+            lines.pop()
+        self.lines = lines
+        self.indents = [len(line) - len(line.lstrip(" ")) for line in lines]
+        self.i = 0
+        self.plains: dict[str, Any] = {}
+
+    def document(self) -> Any:
+        if not self.lines or self.indents[0] != 0:
+            raise _NotSimple("empty, or indented at the start")
+        value = self.node(0)
+        if self.i != len(self.lines):
+            raise _NotSimple(f"line {self.i + 1}")
+        return value
+
+    def node(self, indent: int) -> Any:
+        content = self.lines[self.i][indent:]
+        if content == "-" or content.startswith("- "):
+            return self.sequence(indent)
+        return self.mapping(indent)
+
+    def mapping(self, indent: int) -> dict[Any, Any]:
+        lines, indents = self.lines, self.indents
+        out: dict[Any, Any] = {}
+        while self.i < len(lines) and indents[self.i] == indent:
+            content = lines[self.i][indent:]
+            split = self.split_key(content)
+            if split is None:
+                raise _NotSimple(f"line {self.i + 1}: not a key")
+            key, rest = split
+            if key in out:
+                raise _NotSimple(f"line {self.i + 1}: a key twice")
+            if rest:
+                out[key] = self.inline(rest, indent)
+                continue
+            self.i += 1
+            if self.i < len(lines) and indents[self.i] > indent:
+                out[key] = self.node(indents[self.i])
+            elif self.i < len(lines) and indents[self.i] == indent and (
+                    lines[self.i][indent:] == "-" or lines[self.i][indent:].startswith("- ")):
+                out[key] = self.sequence(indent)  # an indentless sequence under its key
+            else:
+                out[key] = None
+        if self.i < len(lines) and indents[self.i] > indent:
+            raise _NotSimple(f"line {self.i + 1}: indented under a mapping")
+        return out
+
+    def sequence(self, indent: int) -> list[Any]:
+        lines, indents = self.lines, self.indents
+        out: list[Any] = []
+        while self.i < len(lines) and indents[self.i] == indent:
+            content = lines[self.i][indent:]
+            if content == "-":
+                self.i += 1
+                out.append(self.node(indents[self.i]) if self.i < len(lines)
+                           and indents[self.i] > indent else None)
+                continue
+            if not content.startswith("- "):
+                break  # the mapping the (indentless) sequence is in goes on
+            rest = content[2:]
+            inner = indent + 2 + len(rest) - len(rest.lstrip(" "))
+            rest = rest.lstrip(" ")
+            if rest.startswith("-"):
+                raise _NotSimple(f"line {self.i + 1}: a sequence in a sequence item")
+            if self.split_key(rest) is not None:  # "- key: value": a mapping at inner
+                lines[self.i] = " " * inner + rest
+                indents[self.i] = inner
+                out.append(self.mapping(inner))
+            else:
+                out.append(self.inline(rest, indent))
+        if self.i < len(lines) and indents[self.i] > indent:
+            raise _NotSimple(f"line {self.i + 1}: indented under a sequence")
+        return out
+
+    def split_key(self, content: str) -> tuple[Any, str] | None:
+        """``(key, the rest of the line)`` if the line is ``key: ...`` or ``key:``."""
+        if content[:1] in ("'", '"'):
+            end = _quote_end(content, 0)
+            if end is None:
+                return None
+            after = content[end + 1:]
+            if after != ":" and not after.startswith(": "):
+                return None
+            return self.quoted(content[:end + 1]), after[1:].strip(" ")
+        at = content.find(": ")
+        if at == -1:
+            if not content.endswith(":"):
+                return None
+            key, rest = content[:-1], ""
+        else:
+            key, rest = content[:at], content[at + 2:].strip(" ")
+        if not key or key[0] in _NOT_PLAIN_START or key != key.strip(" ") or " #" in key \
+                or key.startswith("- "):
+            raise _NotSimple(f"a key YAML reads otherwise: {key[:40]!r}")
+        return self.plain(key), rest
+
+    def inline(self, rest: str, indent: int) -> Any:
+        """The scalar starting at ``rest`` on the current line (a quoted one may go on over
+        the next lines, each indented more than ``indent``); moves past it."""
+        if not rest:
+            raise _NotSimple(f"line {self.i + 1}: an empty sequence item")
+        first = rest[0]
+        if first == "'":
+            return self.single_quoted(rest, indent)
+        if first == '"':
+            end = _quote_end(rest, 0)
+            if end is None or rest[end + 1:].strip(" "):
+                raise _NotSimple(f"line {self.i + 1}: a double-quoted scalar over lines")
+            self.i += 1
+            return self.quoted(rest[:end + 1])
+        self.i += 1
+        rest = rest.rstrip(" ")
+        if rest == "{}":
+            return {}
+        if rest == "[]":
+            return []
+        if first in _NOT_PLAIN_START or rest == "-" or rest.startswith("- ") \
+                or " #" in rest or ": " in rest or rest.endswith(":"):
+            raise _NotSimple(f"line {self.i}: {rest[:40]!r}")
+        if self.i < len(self.lines) and self.indents[self.i] > indent:
+            return self.plain(self.folded_plain(rest, indent))
+        return self.plain(rest)
+
+    def folded_plain(self, first: str, indent: int) -> str:
+        """A plain scalar the writer folded over lines (each next one indented more than
+        ``indent``): its lines joined by spaces."""
+        pieces = [first]
+        lines, indents = self.lines, self.indents
+        while self.i < len(lines) and indents[self.i] > indent:
+            piece = lines[self.i].strip(" ")
+            if not piece or piece[0] in "#-?:" or ": " in piece or " #" in piece \
+                    or piece.endswith(":"):
+                raise _NotSimple(f"line {self.i + 1}: a plain scalar YAML reads otherwise")
+            pieces.append(piece)
+            self.i += 1
+        return " ".join(pieces)
+
+    def single_quoted(self, rest: str, indent: int) -> str:
+        pieces: list[str] = []
+        segment = rest[1:]
+        while True:
+            end = _quote_end("'" + segment, 0)
+            if end is not None:
+                pieces.append(segment[:end - 1])
+                if segment[end:].strip(" "):
+                    raise _NotSimple(f"line {self.i + 1}: text after a quoted scalar")
+                self.i += 1
+                break
+            pieces.append(segment)
+            self.i += 1
+            if self.i >= len(self.lines) or (self.lines[self.i].strip(" ")
+                                             and self.indents[self.i] <= indent):
+                raise _NotSimple("an unclosed quoted scalar")
+            segment = self.lines[self.i]
+        if len(pieces) == 1:
+            return pieces[0].replace("''", "'")
+        last = len(pieces) - 1
+        text = pieces[0].rstrip(" ")
+        blank = 0
+        for index in range(1, len(pieces)):
+            piece = pieces[index].lstrip(" ")
+            if index < last:
+                piece = piece.rstrip(" ")
+                if not piece:
+                    blank += 1
+                    continue
+            text += ("\n" * blank if blank else " ") + piece
+            blank = 0
+        return text.replace("''", "'")
+
+    def quoted(self, token: str) -> str:
+        """A one-line quoted scalar, quotes included."""
+        body = token[1:-1]
+        if token[0] == "'":
+            return body.replace("''", "'")
+        if "\\" not in body:
+            return body
+        out: list[str] = []
+        index = 0
+        while index < len(body):
+            char = body[index]
+            if char != "\\":
+                out.append(char)
+                index += 1
+                continue
+            code = body[index + 1:index + 2]
+            if code in _QUOTED_ESCAPES:
+                out.append(_QUOTED_ESCAPES[code])
+                index += 2
+            elif code in _HEX_ESCAPES:
+                width = _HEX_ESCAPES[code]
+                digits = body[index + 2:index + 2 + width]
+                if len(digits) != width or not all(c in "0123456789abcdefABCDEF"
+                                                   for c in digits):
+                    raise _NotSimple("a bad escape")
+                out.append(chr(int(digits, 16)))
+                index += 2 + width
+            else:
+                raise _NotSimple("an escape this reader does not know")
+        return "".join(out)
+
+    def plain(self, value: str) -> Any:
+        found = self.plains.get(value, self)
+        if found is not self:
+            return found
+        tag = _resolver.resolve(yaml.ScalarNode, value, (True, False))
+        if tag == _STR_TAG:
+            result: Any = value
+        elif tag in _SCALAR_TAGS:
+            result = _constructor.yaml_constructors[tag](
+                _constructor, yaml.ScalarNode(tag, value))
+        else:
+            raise _NotSimple(f"a plain scalar of tag {tag}")
+        if len(self.plains) < 4096:
+            self.plains[value] = result
+        return result
+
+
+def _quote_end(text: str, start: int) -> int | None:
+    """The index of the quote closing the quoted scalar opened at ``text[start]`` on this
+    line (``''`` in single quotes, ``\\"`` in double quotes are not ends); None if none."""
+    quote = text[start]
+    index = start + 1
+    if quote == "'":
+        while True:
+            index = text.find("'", index)
+            if index == -1:
+                return None
+            if text[index + 1:index + 2] == "'":
+                index += 2
+                continue
+            return index
+    while True:
+        index = text.find('"', index)
+        if index == -1:
+            return None
+        slashes = 0
+        back = index - 1
+        while back > start and text[back] == "\\":
+            slashes += 1
+            back -= 1
+        if slashes % 2 == 0:
+            return index
+        index += 1
+
+
+def _simple_yaml(text: str) -> Any:
+    """The document in ``text`` if it is YAML as this module writes it (see
+    :class:`_SimpleYaml`); :class:`_NotSimple` otherwise."""
+    return _SimpleYaml(text).document()
+
+
 def _parse(path: str, text: str) -> Any:
     """The YAML document, with anchors and aliases refused before anything is expanded."""
+    try:
+        return _simple_yaml(text)  # no anchors, aliases or tags: nothing to refuse
+    except _NotSimple:
+        pass
+    except (ValueError, IndexError, RecursionError) as error:  # the full loader decides
+        log.debug("%s: the fast reader gave up (%s)", path, error)
     try:
         if _MAYBE_ALIAS.search(text):
             for event in yaml.parse(text, Loader=_YAML_LOADER):

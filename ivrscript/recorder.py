@@ -931,6 +931,7 @@ class _SimpleYaml:
         self.indents = [len(line) - len(line.lstrip(" ")) for line in lines]
         self.i = 0
         self.plains: dict[str, Any] = {}
+        self.keys: dict[str, Any] = {}  # plain keys seen, resolved
 
     def document(self) -> Any:
         if not self.lines or self.indents[0] != 0:
@@ -946,12 +947,16 @@ class _SimpleYaml:
             return self.sequence(indent)
         return self.mapping(indent)
 
-    def mapping(self, indent: int) -> dict[Any, Any]:
+    def mapping(self, indent: int, first: tuple[Any, str] | None = None) -> dict[Any, Any]:
+        """A block mapping at ``indent`` (``first``: its first line's key and rest, split
+        already, for a ``- key: value`` item)."""
         lines, indents = self.lines, self.indents
         out: dict[Any, Any] = {}
         while self.i < len(lines) and indents[self.i] == indent:
-            content = lines[self.i][indent:]
-            split = self.split_key(content)
+            if first is not None:
+                split, first = first, None
+            else:
+                split = self.split_key(lines[self.i][indent:])
             if split is None:
                 raise _NotSimple(f"line {self.i + 1}: not a key")
             key, rest = split
@@ -989,10 +994,10 @@ class _SimpleYaml:
             rest = rest.lstrip(" ")
             if rest.startswith("-"):
                 raise _NotSimple(f"line {self.i + 1}: a sequence in a sequence item")
-            if self.split_key(rest) is not None:  # "- key: value": a mapping at inner
-                lines[self.i] = " " * inner + rest
+            split = self.split_key(rest)
+            if split is not None:  # "- key: value": a mapping at inner
                 indents[self.i] = inner
-                out.append(self.mapping(inner))
+                out.append(self.mapping(inner, split))
             else:
                 out.append(self.inline(rest, indent))
         if self.i < len(lines) and indents[self.i] > indent:
@@ -1016,10 +1021,13 @@ class _SimpleYaml:
             key, rest = content[:-1], ""
         else:
             key, rest = content[:at], content[at + 2:].strip(" ")
-        if not key or key[0] in _NOT_PLAIN_START or key != key.strip(" ") or " #" in key \
-                or key.startswith("- "):
-            raise _NotSimple(f"a key YAML reads otherwise: {key[:40]!r}")
-        return self.plain(key), rest
+        found = self.keys.get(key, self)
+        if found is self:
+            if not key or key[0] in _NOT_PLAIN_START or key != key.strip(" ") \
+                    or " #" in key or key.startswith("- "):
+                raise _NotSimple(f"a key YAML reads otherwise: {key[:40]!r}")
+            found = self.keys[key] = self.plain(key)
+        return found, rest
 
     def inline(self, rest: str, indent: int) -> Any:
         """The scalar starting at ``rest`` on the current line (a quoted one may go on over

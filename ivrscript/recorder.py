@@ -1686,8 +1686,9 @@ def replay(path: str | os.PathLike[str], script: Callable[[Call], Any], *,
     """Re-run ``script`` against a recorded call; returns the replayed transcript.
 
     No sockets and no sleeping: callbacks come from the cassette, REST answers from the
-    recording, retries and waits are fed back at once. A script that issues a different
-    request, or one the recording lacks, or stops before the recording does, raises
+    recording, retries and waits are fed back at once, effects get their recorded results
+    (their functions are never called). A script that issues a different request or effect,
+    or one the recording lacks, or stops before the recording does, raises
     :class:`ReplayMismatch`; so does a transcript that differs from the recorded one (unless
     ``same_transcript=False``). Cancels of a barge-in prompt depend on timing and are not
     compared. The keys of a sensitive collect are not in the cassette: the script gets

@@ -1,29 +1,29 @@
 """Recording calls as vcrpy cassettes, and replaying them: the one module that imports vcrpy
 and yaml.
 
-A cassette is vcrpy's YAML file: the call's REST interactions, captured by vcrpy's own
-connection stubs, plus a top-level ``ivrscript`` key with the script's name, when it was
-recorded, the inbound callbacks in arrival order (each with ``after``: how many of the call's
-REST interactions had completed when it arrived), the transcript as the app saw it and the
-arguments of each command the script yielded.
+A cassette is vcrpy's YAML file: the call's REST interactions, plus a top-level ``ivrscript``
+key with the script's name, when it was recorded, the inbound callbacks in arrival order (each
+with ``after``: how many of the call's REST interactions had completed when it arrived), the
+transcript as the app saw it, the arguments of each command the script yielded and the result
+of each ``ivr.effect`` (its value, or its exception's type and message).
 
-Why vcrpy is not used as a process-wide patch here: ``use_cassette`` swaps urllib3's connection
-classes for every thread and briefly swaps them back around each real request, so with many
-calls in flight (and the simulator's own requests in the same process) requests would slip past
-it. Instead vcrpy's connection stubs are mounted on the app's platform client only
-(``RingCentral.mount_adapter``): only requests to the platform's URL pass through them, so the
-app's own listener, media fetches and anything else are never recorded. Nothing global is
-patched, so any number of calls, apps and replays can run at once. Interactions are split per
-call by the session id in their path.
+A cassette is written from the call's log (``ivrscript.durable``: a call is its log), when the
+call ends, by the process that ends it: the enter, each callback, each request the script
+issued with its outcome, each effect's result. So a call that crossed a restart, or moved to
+another process on a shared store, gets one cassette with the whole call, and nothing is
+captured beside the log. Each REST request is rebuilt by the real client's command methods
+from the logged arguments, and its answer from the logged outcome (the command id, or the
+status, error code, message and Retry-After of an error); vcrpy serialises them.
 
 Replay needs no HTTP stack: the cassette is parsed once (and kept while the file is
 unchanged), and a :class:`RingCentral` whose ``request`` answers from the recording plays it
-back, so the request bodies and the errors are the real client's.
+back, so the request bodies and the errors are the real client's; an effect gets its recorded
+result and its function is never called.
 
-What never reaches a file: Authorization headers, the token endpoint's exchanges, token-like
-fields in bodies, the listener's secret (local media URLs are rewritten to
-``https://app.ivrscript.invalid/media/NAME``), the keys of a ``collect(..., sensitive=True)``
-and, with ``numbers=False``, phone numbers.
+What never reaches a file: Authorization headers, the token endpoint's exchanges (they are not
+in a call's log), token-like fields in bodies, the listener's secret (local media URLs are
+rewritten to ``https://app.ivrscript.invalid/media/NAME``), the keys of a
+``collect(..., sensitive=True)`` and, with ``numbers=False``, phone numbers.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import collections
 import dataclasses
 import difflib
 import hashlib
+import http
 import json
 import linecache
 import logging
@@ -40,29 +41,23 @@ import re
 import stat
 import threading
 import time
-import urllib.parse
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import requests.adapters
-import urllib3.connectionpool
 import yaml
-from vcr.cassette import Cassette
 from vcr.filters import remove_headers
-from vcr.persisters.filesystem import CassetteNotFoundError
-from vcr.record_mode import RecordMode
 from vcr.request import Request as VcrRequest
 from vcr.serialize import deserialize, serialize
 from vcr.serializers import yamlserializer
-from vcr.stubs.urllib3_stubs import VCRRequestsHTTPConnection, VCRRequestsHTTPSConnection
 
 from . import commands as _commands
 from .call import RESULT, Call, Transcript, TranscriptEvent, mask_number
 from .dispatch import call_from_enter, callback_event, send_with
-from .engine import CallEngine, Finished, Media, Request, Wait
+from .durable import _rebuild_error
+from .engine import CallEngine, EffectDone, Finished, Media, Request, Wait
 from .errors import ConfigError, IvrError, ReplayMismatch
 from .listener import CALLBACKS
 from .loader import check_script, script_dir
@@ -78,35 +73,11 @@ APP_MEDIA = "https://app.ivrscript.invalid/media"  # what local media URLs becom
 _REPLAY_SERVER = "http://platform.replay.invalid"  # replay's client; never resolved or reached
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C ones when libyaml is there
 _YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-_SESSION_IN_PATH = re.compile(r"/telephony/sessions/([^/?#]+)")
 _CANCEL_PATH = re.compile(r"/play/[^/]+$")
 _SECRET_KEYS = frozenset({"access_token", "refresh_token", "id_token", "assertion", "jwt",
                           "client_secret", "password", "token"})
 _SENSITIVE_HEADERS = ("Authorization", "authorization", "Cookie", "cookie", "Set-Cookie",
                       "set-cookie", "WWW-Authenticate", "www-authenticate")
-
-
-# -- vcrpy's connection stubs on the platform client ------------------------------------------
-
-
-def _adapter(cassette: Cassette, pool_size: int = 32) -> requests.adapters.HTTPAdapter:
-    """A requests adapter whose connections are vcrpy's stubs bound to ``cassette`` (the
-    per-cassette subclass is what ``use_cassette`` builds, minus the global patch)."""
-    http_stub = type("IvrVCRHTTPConnection", (VCRRequestsHTTPConnection,),
-                     {"cassette": cassette})
-    https_stub = type("IvrVCRHTTPSConnection", (VCRRequestsHTTPSConnection,),
-                      {"cassette": cassette})
-
-    def pool(base: type, stub: type) -> type:
-        return type(f"Ivr{base.__name__}", (base,), {"ConnectionCls": stub})
-
-    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool_size,
-                                            max_retries=0)
-    adapter.poolmanager.pool_classes_by_scheme = {
-        "http": pool(urllib3.connectionpool.HTTPConnectionPool, http_stub),
-        "https": pool(urllib3.connectionpool.HTTPSConnectionPool, https_stub),
-    }
-    return adapter
 
 
 # -- scrubbing --------------------------------------------------------------------------------
@@ -195,50 +166,19 @@ class _Scrubber:
 # -- recording --------------------------------------------------------------------------------
 
 
-class _NoFile:
-    """A vcrpy persister for the recording cassette: interactions are filed per call instead."""
-
-    @staticmethod
-    def load_cassette(cassette_path: Any, serializer: Any) -> Any:
-        raise CassetteNotFoundError()
-
-    @staticmethod
-    def save_cassette(cassette_path: Any, cassette_dict: Any, serializer: Any) -> None:
-        return None
-
-
-class _RecordingCassette(Cassette):
-    """vcrpy's stubs hand every exchange to ``append``; it goes to the call it belongs to."""
-
-    recorder: Recorder
-
-    def can_play_response_for(self, request: Any) -> bool:
-        return False  # recording only: every request goes to the platform
-
-    def append(self, request: Any, response: Any) -> None:
-        self.recorder._record(request, response)
-
-
 MAX_RECORDING_CALLS = 1_000  # calls recorded at once; more are not recorded (logged)
 MAX_RECORDING_ENTRIES = 5_000  # callbacks + REST exchanges kept per call; past it: not written
 SENSITIVE = "****"  # what a cassette holds instead of the keys of a sensitive collect
 
 
-@dataclass
-class _Session:
-    callbacks: list[dict[str, Any]] = field(default_factory=list)
-    interactions: list[tuple[Any, Any]] = field(default_factory=list)
-    started: float = field(default_factory=time.monotonic)
-    overflow: bool = False  # past MAX_RECORDING_ENTRIES: dropped, not written
-
-    def room(self, limit: int) -> bool:
-        if len(self.callbacks) + len(self.interactions) >= limit:
-            self.overflow = True
-        return not self.overflow
-
-
 class Recorder:
     """Writes one cassette per finished call into ``directory`` (``App(record=...)``).
+
+    The cassette is built when the call ends, by the process that ends it, from the call's log
+    in the app's store (``ivrscript.durable``): the enter, every callback, every request with
+    its outcome, every effect's result. So a call that crossed a restart (or moved between
+    processes sharing a store) gets one cassette with the whole call; nothing is captured on
+    the side.
 
     ``numbers=False`` masks phone numbers (callbacks, REST bodies, transcript). ``paths`` maps
     each written call's session id to its file. What a flood of calls can write is bounded:
@@ -262,21 +202,12 @@ class Recorder:
         self.max_entries = MAX_RECORDING_ENTRIES if max_entries is None else max_entries
         # The latest cassettes by session id (bounded: an app may run for months).
         self.paths: collections.OrderedDict[str, str] = collections.OrderedDict()
-        self._sessions: dict[str, _Session] = {}
+        self._sessions: dict[str, None] = {}  # calls that entered here and are in progress
         self._refused = 0  # calls not recorded because max_calls were in progress
         self._skipped: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._lock = threading.Lock()
         self._saved = threading.Condition(self._lock)
-        client = app.client
-        mount = getattr(client, "mount_adapter", None)
-        if not callable(mount):
-            raise ConfigError(f"cannot record calls made through {client!r}: recording needs "
-                              "ivrscript's RingCentral client (or the Simulator)")
-        self._cassette = _RecordingCassette(f"<recording {self.directory}>", persister=_NoFile,
-                                            record_mode=RecordMode.ALL)
-        self._cassette.recorder = self
-        self._adapter = _adapter(self._cassette)
-        self._unmount = mount(client.server_url.rstrip("/") + "/", self._adapter)
+        self._server = str(getattr(app.client, "server_url", "") or _REPLAY_SERVER).rstrip("/")
         self._closed = False
         self._base = ""
         self._media_base()
@@ -294,48 +225,54 @@ class Recorder:
     # -- observer hooks (App) -----------------------------------------------------------------
 
     def callback(self, kind: str, body: dict[str, Any]) -> None:
-        """A callback the app accepted (listener thread, before dispatch)."""
+        """A callback the app accepted (listener thread): an enter counts against
+        ``max_calls`` (the callbacks themselves are in the call's log)."""
         session_id = body.get("sessionId")
-        if not isinstance(session_id, str):
+        if kind != "on-call-enter" or not isinstance(session_id, str):
             return
-        if kind == "on-call-enter":
-            self._media_base()  # the app runs: remember where its media are
+        self._media_base()  # the app runs: remember where its media are
         with self._lock:
-            if kind == "on-call-enter" and session_id not in self._sessions:
-                if len(self._sessions) >= self.max_calls:
-                    self._skip(session_id)
-                    self._refused += 1
-                    if self._refused in (1, 10, 100) or self._refused % 1000 == 0:
-                        log.warning("%d calls not recorded: %d calls are being recorded "
-                                    "already (the recorder's limit)", self._refused,
-                                    self.max_calls)
-                    return
-                self._sessions[session_id] = _Session()
-            entry = self._sessions.get(session_id)
-            if entry is None or not entry.room(self.max_entries):
+            if session_id in self._sessions or session_id in self._skipped:
                 return
-            entry.callbacks.append({
-                "kind": kind,
-                "after": len(entry.interactions),
-                "at": round(time.monotonic() - entry.started, 3),
-                "body": body,
-            })
+            if len(self._sessions) >= self.max_calls:
+                self._skip(session_id)
+                self._refused += 1
+                if self._refused in (1, 10, 100) or self._refused % 1000 == 0:
+                    log.warning("%d calls not recorded: %d calls are being recorded "
+                                "already (the recorder's limit)", self._refused,
+                                self.max_calls)
+                return
+            self._sessions[session_id] = None
 
     def finished(self, call: Call) -> None:
-        """The call is over (worker thread): write its cassette."""
+        """The call is over (worker thread): write its cassette from its log."""
         with self._lock:
-            entry = self._sessions.pop(call.session_id, None)
-            if entry is not None and entry.overflow:
+            self._sessions.pop(call.session_id, None)
+            if call.session_id in self._skipped:
+                return
+        try:
+            entries = self.app.store.load(call.session_id)
+        except Exception as error:  # noqa: BLE001 - a store failure loses the cassette only
+            log.warning("call %s not recorded: its log could not be read (%s)",
+                        shown(call.session_id), error)
+            with self._lock:
                 self._skip(call.session_id)
-        if entry is None:
             return
-        if entry.overflow:
+        if sum(1 for e in entries if e.kind in ("callback", "outcome")) > self.max_entries:
             log.warning("call %s not recorded: more than %d callbacks and requests",
                         shown(call.session_id), self.max_entries)
+            with self._lock:
+                self._skip(call.session_id)
             return
         path = os.path.join(self.directory, cassette_name(call))
         try:
-            self._write(path, call, entry)
+            story = _story(entries, self._server)
+            if story is None:
+                log.info("call %s not recorded: its log has no enter", shown(call.session_id))
+                with self._lock:
+                    self._skip(call.session_id)
+                return
+            self._write(path, call, story)
         except Exception:
             log.exception("could not write the cassette of call %s to %s",
                           shown(call.session_id), path)
@@ -350,17 +287,15 @@ class Recorder:
         log.info("call %s recorded in %s", shown(call.session_id), path)
 
     def close(self) -> None:
-        """Stop recording: the platform client talks to the network directly again."""
+        """Stop recording (calls still in progress get no cassette from this recorder)."""
         if self._closed:
             return
         self._closed = True
-        self._unmount()
-        self._adapter.close()
         with self._lock:
             unfinished = list(self._sessions)
             self._sessions.clear()
         if unfinished:
-            log.info("not recorded (still in progress at stop): %s",
+            log.info("not recorded here (still in progress at stop): %s",
                      ", ".join(shown(s) for s in unfinished[:20]))
 
     def _skip(self, session_id: str) -> None:
@@ -388,23 +323,8 @@ class Recorder:
                 self._saved.wait(left)
             return self.paths[session_id]
 
-    # -- vcrpy's stubs call this (worker threads) ---------------------------------------------
-
-    def _record(self, request: VcrRequest, response: dict[str, Any]) -> None:
-        match = _SESSION_IN_PATH.search(request.path)
-        if match is None:  # the token endpoint, RingOut: not part of a call
-            return
-        if response.get("status", {}).get("code") == 401:
-            return  # an expired token, renewed and retried by the client: not the call's story
-        with self._lock:
-            entry = self._sessions.get(urllib.parse.unquote(match.group(1)))
-            if entry is None or not entry.room(self.max_entries):
-                return
-            entry.interactions.append((request, response))
-
     @staticmethod
     def _clean_request(scrub: _Scrubber, request: VcrRequest) -> VcrRequest:
-        # Content-Length would describe the body before scrubbing.
         request = remove_headers(request, (*_SENSITIVE_HEADERS, "Content-Length"))
         request.uri = scrub.text(request.uri)
         request.body = scrub.body(request.body_bytes)
@@ -421,25 +341,24 @@ class Recorder:
                 headers[key] = [str(len(_as_bytes(body["string"])))]
         return {**response, "headers": headers, "body": body}
 
-    def _write(self, path: str, call: Call, entry: _Session) -> None:
+    def _write(self, path: str, call: Call, story: _Story) -> None:
         # One scrubber per call: with masking it learns this call's numbers as it goes.
         scrub = _Scrubber(self._media_base, self.app.secret, mask_numbers=not self.numbers)
         if scrub.mask_numbers:
-            for cb in entry.callbacks:
+            for cb in story.callbacks:
                 scrub.numbers.update(_phone_numbers(cb["body"]))
         events = list(call.transcript)
-        secrets_ = _sensitive_digits(events, entry.callbacks)
-        with self._lock:
-            interactions = [(self._clean_request(scrub, req), self._clean_response(scrub, resp))
-                            for req, resp in entry.interactions]
-            callbacks = [_mask_callback({**cb, "body": scrub.data(cb["body"])}, secrets_)
-                         for cb in entry.callbacks]
+        secrets_ = _sensitive_digits(events, story.callbacks)
+        interactions = [(self._clean_request(scrub, req), self._clean_response(scrub, resp))
+                        for req, resp in story.interactions]
+        callbacks = [_mask_callback({**cb, "body": scrub.data(cb["body"])}, secrets_)
+                     for cb in story.callbacks]
         lines = [scrub.text(line) for line in masked_lines(events)]
         script = self.app.script
-        meta = {
+        meta: dict[str, Any] = {
             "script": {"name": call.script_name or getattr(script, "__qualname__", "?"),
                        "file": _script_file(script)},
-            "recorded_at": datetime.fromtimestamp(call.started, UTC).isoformat(
+            "recorded_at": datetime.fromtimestamp(story.started or call.started, UTC).isoformat(
                 timespec="seconds"),
             "platform": "simulator" if hasattr(self.app.platform, "call") else "ringcentral",
             "numbers_masked": not self.numbers,
@@ -449,6 +368,8 @@ class Recorder:
             "commands": [{"line": index, **scrub.data(_command_data(e.data["command"]))}
                          for index, e in enumerate(events) if _is_command(e)],
         }
+        if story.effects:
+            meta["effects"] = [scrub.data(effect) for effect in story.effects]
         cassette_dict = {"requests": [r for r, _ in interactions],
                          "responses": [r for _, r in interactions]}
         text = (yaml.dump({"ivrscript": meta}, Dumper=_YAML_DUMPER, sort_keys=False,
@@ -458,6 +379,189 @@ class Recorder:
         with open(temporary, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(temporary, path)
+
+
+# -- a call's log as a cassette's parts --------------------------------------------------------
+
+
+@dataclass
+class _Story:
+    """What a cassette holds of a call, read from its log: callbacks in arrival order (each
+    with ``after``: REST exchanges completed by then), the exchanges in completion order, the
+    effects' results in the order they were yielded."""
+
+    started: float = 0.0
+    callbacks: list[dict[str, Any]] = field(default_factory=list)
+    interactions: list[tuple[VcrRequest, dict[str, Any]]] = field(default_factory=list)
+    effects: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _Captured(BaseException):
+    """Carries the request a client method built out of it (no HTTP)."""
+
+    def __init__(self, method: str, path: str, body: Any) -> None:
+        super().__init__(method, path)
+        self.method, self.path, self.body = method, path, body
+
+
+class _Builder(RingCentral):
+    """A platform client whose :meth:`request` only captures the request its command methods
+    build: the cassette's requests are the real client's, rebuilt from the logged arguments."""
+
+    def __init__(self) -> None:
+        super().__init__(server_url=_REPLAY_SERVER, token="record")
+
+    def request(self, method: str, path: str, *, json: Any = None,  # noqa: A002 - same name
+                retry: bool = True, within: float | None = None) -> Any:
+        raise _Captured(method.upper(), path, json)
+
+
+_METHODS = {"play": "play", "collect": "collect", "cancel": "cancel_play",
+            "forward": "forward", "drop": "drop"}
+_builders = threading.local()
+
+
+class _Quiet(logging.Filter):
+    """Drops the client's own log lines (``forwarding session ...``) while a request is being
+    rebuilt: that was logged when the call did it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(_builders, "quiet", False)
+
+
+logging.getLogger("ivrscript.ringcentral").addFilter(_Quiet())
+
+
+def _rest_request(op: str, args: dict[str, Any]) -> tuple[str, str, Any] | None:
+    """(method, path, JSON body) of the request the client sends for one logged request."""
+    name = _METHODS.get(op)
+    if name is None or not isinstance(args, dict):
+        return None
+    builder = getattr(_builders, "builder", None)
+    if builder is None:
+        builder = _builders.builder = _Builder()
+    _builders.quiet = True
+    try:
+        getattr(builder, name)(**args, retry=False)
+    except _Captured as captured:
+        return captured.method, captured.path, captured.body
+    except (TypeError, ValueError):  # arguments this version's client does not take
+        return None
+    finally:
+        _builders.quiet = False
+    return None
+
+
+def _rest_response(op: str, outcome: dict[str, Any]) -> dict[str, Any] | None:
+    """vcrpy's response dict for a logged outcome (None: no answer came, nothing to replay)."""
+    headers: dict[str, list[str]] = {}
+    if outcome.get("ok"):
+        command_id = outcome.get("command_id")
+        if op in ("play", "collect") and command_id is not None:
+            code, text = 200, json.dumps({"id": str(command_id)})
+        elif op == "forward":
+            code, text = 200, "{}"
+        else:
+            code, text = 204, ""
+    elif outcome.get("platform") and 100 <= int(outcome.get("status") or 0) <= 599:
+        code = int(outcome["status"])
+        error = {"message": outcome.get("message") or ""}
+        if outcome.get("error_code"):
+            error = {"errorCode": str(outcome["error_code"]), **error}
+        text = json.dumps(error)
+        if outcome.get("retry_after") is not None:
+            headers["Retry-After"] = [f"{float(outcome['retry_after']):g}"]
+    else:
+        return None  # no answer at all (status 0) or a client-side failure
+    if text:
+        headers["Content-Type"] = ["application/json"]
+    try:
+        reason = http.HTTPStatus(code).phrase
+    except ValueError:
+        reason = ""
+    return {"status": {"code": code, "message": reason}, "headers": headers,
+            "body": {"string": text}}
+
+
+def _callback_body(session_id: str, data: dict[str, Any]) -> dict[str, Any]:
+    """A callback body as the platform sent it, from the parts the log keeps."""
+    kind = data.get("kind")
+    body: dict[str, Any] = {"sessionId": session_id}
+    if kind == "on-command-update":
+        body.update(command=data.get("command"), status=data.get("status"))
+        if data.get("commandId") is not None:
+            body["commandId"] = data["commandId"]
+        if data.get("digits") is not None:
+            body["parameters"] = {"digits": data["digits"]}
+    elif kind != "on-call-exit":
+        body.update({k: data[k] for k in ("message", "errorCode") if data.get(k) is not None})
+    return body
+
+
+def _story(entries: Iterable[Any], server: str) -> _Story | None:
+    """The cassette's parts from a call's log (``ivrscript.durable``'s entry kinds)."""
+    story = _Story()
+    session_id = None
+    requests_: dict[int, Any] = {}
+    answered: set[int] = set()
+    effects: dict[int, dict[str, Any]] = {}
+    steps = 0  # REST exchanges completed, cancels excluded (what replay counts)
+    for entry in sorted(entries, key=lambda e: e.seq):
+        data = entry.data
+        if entry.kind == "enter":
+            if session_id is not None:
+                continue
+            body = data.get("body") or {}
+            session_id = body.get("sessionId")
+            story.started = entry.at
+            story.callbacks.append({"kind": "on-call-enter", "after": 0, "at": 0.0,
+                                    "body": body})
+        elif session_id is None:
+            continue  # a log that does not begin with its enter: not a call to record
+        elif entry.kind == "callback" and data.get("kind") in CALLBACKS:
+            story.callbacks.append({"kind": data["kind"], "after": len(story.interactions),
+                                    "at": round(max(entry.at - story.started, 0.0), 3),
+                                    "body": _callback_body(session_id, data)})
+        elif entry.kind == "request":
+            requests_[entry.seq] = entry
+            if data.get("op") == "effect":
+                args = data.get("args") or {}
+                effects[entry.seq] = {"fn": str(args.get("fn")), "args": args.get("args"),
+                                      "kwargs": args.get("kwargs"),
+                                      "command": str(data.get("command") or ""),
+                                      "after": steps}
+        elif entry.kind == "outcome":
+            request = requests_.get(int(data.get("req", -1)))
+            if request is None or request.seq in answered:
+                continue
+            answered.add(request.seq)
+            op, args = request.data.get("op"), request.data.get("args") or {}
+            built = _rest_request(op, args)
+            response = _rest_response(op, data)
+            if built is None or response is None:
+                continue
+            method, path, json_body = built
+            vcr_request = VcrRequest(method, server + path,
+                                     None if json_body is None else json.dumps(json_body),
+                                     {"Content-Type": "application/json"}
+                                     if json_body is not None else {})
+            story.interactions.append((vcr_request, response))
+            if op != "cancel":
+                steps += 1
+        elif entry.kind == "effect":
+            effect = effects.get(int(data.get("req", -1)))
+            if effect is None or "value" in effect or "error" in effect:
+                continue  # the first of result and timeout is the one the call got
+            if data.get("error") is not None:
+                error = data["error"]
+                effect["error"] = {"type": str(error.get("type")),
+                                   "message": str(error.get("message"))}
+            else:
+                effect["value"] = data.get("value")
+    if session_id is None:
+        return None
+    story.effects = [e for _, e in sorted(effects.items()) if "value" in e or "error" in e]
+    return story
 
 
 def _as_bytes(value: bytes | str) -> bytes:
@@ -506,6 +610,10 @@ def _command_data(command: Any) -> dict[str, Any]:
             return str(value)
         if value is None or isinstance(value, bool | int | float):
             return value
+        if callable(value):  # an effect's function: by name, not by address
+            module = getattr(value, "__module__", None) or ""
+            name = getattr(value, "__qualname__", None) or repr(value)
+            return f"{module}.{name}" if module and module != "__main__" else name
         return str(value)
 
     return {"verb": type(command).__name__.lower(),
@@ -720,6 +828,23 @@ def _check_shape(data: Any) -> None:
             raise _Bad(where, f"must be a mapping, not {type(command).__name__}")
         _get(command, "line", where, int, "a whole number")
         _get(command, "verb", where, str, "a string")
+    for index, effect in enumerate(_get(meta, "effects", "ivrscript", list, "a list",
+                                        optional=True) or ()):
+        where = f"ivrscript.effects[{index}]"
+        if not isinstance(effect, dict):
+            raise _Bad(where, f"must be a mapping, not {type(effect).__name__}")
+        _get(effect, "fn", where, str, "a function name")
+        after = _get(effect, "after", where, int, "a whole number")
+        if after < 0:
+            raise _Bad(f"{where}.after", f"must be 0 or more, not {after}")
+        _get(effect, "args", where, (list, str), "a list", optional=True)
+        _get(effect, "kwargs", where, (dict, str), "a mapping", optional=True)
+        error = _get(effect, "error", where, dict, "a mapping", optional=True)
+        if error is not None:
+            _get(error, "type", f"{where}.error", str, "an exception type")
+            _get(error, "message", f"{where}.error", str, "a string")
+        elif "value" not in effect:
+            raise _Bad(f"{where}.value", "is missing (an effect has a value or an error)")
     for index, interaction in enumerate(_get(data, "interactions", "", list, "a list")):
         where = f"interactions[{index}]"
         if not isinstance(interaction, dict):
@@ -766,8 +891,308 @@ class _Parsed:
         return self.data
 
 
+# -- a fast reader for the YAML this module writes --------------------------------------------
+
+
+class _NotSimple(Exception):
+    """The text uses YAML beyond what :func:`_simple_yaml` reads: the full loader reads it."""
+
+
+_STR_TAG = "tag:yaml.org,2002:str"
+_SCALAR_TAGS = frozenset(f"tag:yaml.org,2002:{name}" for name in
+                         ("int", "float", "bool", "null", "timestamp"))
+_NOT_PLAIN_START = frozenset("?:,[]{}#&*!|>'\"%@`")
+_QUOTED_ESCAPES = {"0": "\0", "a": "\x07", "b": "\x08", "t": "\t", "\t": "\t", "n": "\n",
+                   "v": "\x0b", "f": "\x0c", "r": "\r", "e": "\x1b", " ": " ", '"': '"',
+                   "/": "/", "\\": "\\", "N": "\x85", "_": "\xa0", "L": "\u2028",
+                   "P": "\u2029"}
+_HEX_ESCAPES = {"x": 2, "u": 4, "U": 8}
+_ODD_CHARS = re.compile("[\t\r\x85\u2028\u2029\ufeff]")
+_resolver = yaml.resolver.Resolver()
+_constructor = yaml.constructor.SafeConstructor()
+
+
+class _SimpleYaml:
+    """A reader of block-style YAML as ``yaml.dump`` and vcrpy write it: block mappings and
+    sequences, one-line plain scalars, single-quoted scalars (folded over lines), one-line
+    double-quoted ones, ``{}`` and ``[]``. Plain scalars are resolved by PyYAML's own resolver
+    and constructor, so a document it reads gives what ``yaml.safe_load`` gives (a test
+    checks that on every committed recording and on generated documents); anything else
+    (anchors, aliases, tags, flow collections, block scalars, comments, multi-line plain or
+    double-quoted scalars, tabs) raises :class:`_NotSimple`."""
+
+    def __init__(self, text: str) -> None:
+        if _ODD_CHARS.search(text):
+            raise _NotSimple("tabs, or a line break YAML knows and str.split does not")
+        lines = text.split("\n")
+        while lines and not lines[-1].strip(" "):
+            lines.pop()
+        self.lines = lines
+        self.indents = [len(line) - len(line.lstrip(" ")) for line in lines]
+        self.i = 0
+        self.plains: dict[str, Any] = {}
+        self.keys: dict[str, Any] = {}  # plain keys seen, resolved
+
+    def document(self) -> Any:
+        if not self.lines or self.indents[0] != 0:
+            raise _NotSimple("empty, or indented at the start")
+        value = self.node(0)
+        if self.i != len(self.lines):
+            raise _NotSimple(f"line {self.i + 1}")
+        return value
+
+    def node(self, indent: int) -> Any:
+        content = self.lines[self.i][indent:]
+        if content == "-" or content.startswith("- "):
+            return self.sequence(indent)
+        return self.mapping(indent)
+
+    def mapping(self, indent: int, first: tuple[Any, str] | None = None) -> dict[Any, Any]:
+        """A block mapping at ``indent`` (``first``: its first line's key and rest, split
+        already, for a ``- key: value`` item)."""
+        lines, indents = self.lines, self.indents
+        out: dict[Any, Any] = {}
+        while self.i < len(lines) and indents[self.i] == indent:
+            if first is not None:
+                split, first = first, None
+            else:
+                split = self.split_key(lines[self.i][indent:])
+            if split is None:
+                raise _NotSimple(f"line {self.i + 1}: not a key")
+            key, rest = split
+            if key in out:
+                raise _NotSimple(f"line {self.i + 1}: a key twice")
+            if rest:
+                out[key] = self.inline(rest, indent)
+                continue
+            self.i += 1
+            if self.i < len(lines) and indents[self.i] > indent:
+                out[key] = self.node(indents[self.i])
+            elif self.i < len(lines) and indents[self.i] == indent and (
+                    lines[self.i][indent:] == "-" or lines[self.i][indent:].startswith("- ")):
+                out[key] = self.sequence(indent)  # an indentless sequence under its key
+            else:
+                out[key] = None
+        if self.i < len(lines) and indents[self.i] > indent:
+            raise _NotSimple(f"line {self.i + 1}: indented under a mapping")
+        return out
+
+    def sequence(self, indent: int) -> list[Any]:
+        lines, indents = self.lines, self.indents
+        out: list[Any] = []
+        while self.i < len(lines) and indents[self.i] == indent:
+            content = lines[self.i][indent:]
+            if content == "-":
+                self.i += 1
+                out.append(self.node(indents[self.i]) if self.i < len(lines)
+                           and indents[self.i] > indent else None)
+                continue
+            if not content.startswith("- "):
+                break  # the mapping the (indentless) sequence is in goes on
+            rest = content[2:]
+            inner = indent + 2 + len(rest) - len(rest.lstrip(" "))
+            rest = rest.lstrip(" ")
+            if rest.startswith("-"):
+                raise _NotSimple(f"line {self.i + 1}: a sequence in a sequence item")
+            split = self.split_key(rest)
+            if split is not None:  # "- key: value": a mapping at inner
+                indents[self.i] = inner
+                out.append(self.mapping(inner, split))
+            else:
+                out.append(self.inline(rest, indent))
+        if self.i < len(lines) and indents[self.i] > indent:
+            raise _NotSimple(f"line {self.i + 1}: indented under a sequence")
+        return out
+
+    def split_key(self, content: str) -> tuple[Any, str] | None:
+        """``(key, the rest of the line)`` if the line is ``key: ...`` or ``key:``."""
+        if content[:1] in ("'", '"'):
+            end = _quote_end(content, 0)
+            if end is None:
+                return None
+            after = content[end + 1:]
+            if after != ":" and not after.startswith(": "):
+                return None
+            return self.quoted(content[:end + 1]), after[1:].strip(" ")
+        at = content.find(": ")
+        if at == -1:
+            if not content.endswith(":"):
+                return None
+            key, rest = content[:-1], ""
+        else:
+            key, rest = content[:at], content[at + 2:].strip(" ")
+        found = self.keys.get(key, self)
+        if found is self:
+            if not key or key[0] in _NOT_PLAIN_START or key != key.strip(" ") \
+                    or " #" in key or key.startswith("- "):
+                raise _NotSimple(f"a key YAML reads otherwise: {key[:40]!r}")
+            found = self.keys[key] = self.plain(key)
+        return found, rest
+
+    def inline(self, rest: str, indent: int) -> Any:
+        """The scalar starting at ``rest`` on the current line (a quoted one may go on over
+        the next lines, each indented more than ``indent``); moves past it."""
+        if not rest:
+            raise _NotSimple(f"line {self.i + 1}: an empty sequence item")
+        first = rest[0]
+        if first == "'":
+            return self.single_quoted(rest, indent)
+        if first == '"':
+            end = _quote_end(rest, 0)
+            if end is None or rest[end + 1:].strip(" "):
+                raise _NotSimple(f"line {self.i + 1}: a double-quoted scalar over lines")
+            self.i += 1
+            return self.quoted(rest[:end + 1])
+        self.i += 1
+        rest = rest.rstrip(" ")
+        if rest == "{}":
+            return {}
+        if rest == "[]":
+            return []
+        if first in _NOT_PLAIN_START or rest == "-" or rest.startswith("- ") \
+                or " #" in rest or ": " in rest or rest.endswith(":"):
+            raise _NotSimple(f"line {self.i}: {rest[:40]!r}")
+        if self.i < len(self.lines) and self.indents[self.i] > indent:
+            return self.plain(self.folded_plain(rest, indent))
+        return self.plain(rest)
+
+    def folded_plain(self, first: str, indent: int) -> str:
+        """A plain scalar the writer folded over lines (each next one indented more than
+        ``indent``): its lines joined by spaces."""
+        pieces = [first]
+        lines, indents = self.lines, self.indents
+        while self.i < len(lines) and indents[self.i] > indent:
+            piece = lines[self.i].strip(" ")
+            if not piece or piece[0] in "#-?:" or ": " in piece or " #" in piece \
+                    or piece.endswith(":"):
+                raise _NotSimple(f"line {self.i + 1}: a plain scalar YAML reads otherwise")
+            pieces.append(piece)
+            self.i += 1
+        return " ".join(pieces)
+
+    def single_quoted(self, rest: str, indent: int) -> str:
+        pieces: list[str] = []
+        segment = rest[1:]
+        while True:
+            end = _quote_end("'" + segment, 0)
+            if end is not None:
+                pieces.append(segment[:end - 1])
+                if segment[end:].strip(" "):
+                    raise _NotSimple(f"line {self.i + 1}: text after a quoted scalar")
+                self.i += 1
+                break
+            pieces.append(segment)
+            self.i += 1
+            if self.i >= len(self.lines) or (self.lines[self.i].strip(" ")
+                                             and self.indents[self.i] <= indent):
+                raise _NotSimple("an unclosed quoted scalar")
+            segment = self.lines[self.i]
+        if len(pieces) == 1:
+            return pieces[0].replace("''", "'")
+        last = len(pieces) - 1
+        text = pieces[0].rstrip(" ")
+        blank = 0
+        for index in range(1, len(pieces)):
+            piece = pieces[index].lstrip(" ")
+            if index < last:
+                piece = piece.rstrip(" ")
+                if not piece:
+                    blank += 1
+                    continue
+            text += ("\n" * blank if blank else " ") + piece
+            blank = 0
+        return text.replace("''", "'")
+
+    def quoted(self, token: str) -> str:
+        """A one-line quoted scalar, quotes included."""
+        body = token[1:-1]
+        if token[0] == "'":
+            return body.replace("''", "'")
+        if "\\" not in body:
+            return body
+        out: list[str] = []
+        index = 0
+        while index < len(body):
+            char = body[index]
+            if char != "\\":
+                out.append(char)
+                index += 1
+                continue
+            code = body[index + 1:index + 2]
+            if code in _QUOTED_ESCAPES:
+                out.append(_QUOTED_ESCAPES[code])
+                index += 2
+            elif code in _HEX_ESCAPES:
+                width = _HEX_ESCAPES[code]
+                digits = body[index + 2:index + 2 + width]
+                if len(digits) != width or not all(c in "0123456789abcdefABCDEF"
+                                                   for c in digits):
+                    raise _NotSimple("a bad escape")
+                out.append(chr(int(digits, 16)))
+                index += 2 + width
+            else:
+                raise _NotSimple("an escape this reader does not know")
+        return "".join(out)
+
+    def plain(self, value: str) -> Any:
+        found = self.plains.get(value, self)
+        if found is not self:
+            return found
+        tag = _resolver.resolve(yaml.ScalarNode, value, (True, False))
+        if tag == _STR_TAG:
+            result: Any = value
+        elif tag in _SCALAR_TAGS:
+            result = _constructor.yaml_constructors[tag](
+                _constructor, yaml.ScalarNode(tag, value))
+        else:
+            raise _NotSimple(f"a plain scalar of tag {tag}")
+        if len(self.plains) < 4096:
+            self.plains[value] = result
+        return result
+
+
+def _quote_end(text: str, start: int) -> int | None:
+    """The index of the quote closing the quoted scalar opened at ``text[start]`` on this
+    line (``''`` in single quotes, ``\\"`` in double quotes are not ends); None if none."""
+    quote = text[start]
+    index = start + 1
+    if quote == "'":
+        while True:
+            index = text.find("'", index)
+            if index == -1:
+                return None
+            if text[index + 1:index + 2] == "'":
+                index += 2
+                continue
+            return index
+    while True:
+        index = text.find('"', index)
+        if index == -1:
+            return None
+        slashes = 0
+        back = index - 1
+        while back > start and text[back] == "\\":
+            slashes += 1
+            back -= 1
+        if slashes % 2 == 0:
+            return index
+        index += 1
+
+
+def _simple_yaml(text: str) -> Any:
+    """The document in ``text`` if it is YAML as this module writes it (see
+    :class:`_SimpleYaml`); :class:`_NotSimple` otherwise."""
+    return _SimpleYaml(text).document()
+
+
 def _parse(path: str, text: str) -> Any:
     """The YAML document, with anchors and aliases refused before anything is expanded."""
+    try:
+        return _simple_yaml(text)  # no anchors, aliases or tags: nothing to refuse
+    except _NotSimple:
+        pass
+    except (ValueError, IndexError, RecursionError) as error:  # the full loader decides
+        log.debug("%s: the fast reader gave up (%s)", path, error)
     try:
         if _MAYBE_ALIAS.search(text):
             for event in yaml.parse(text, Loader=_YAML_LOADER):
@@ -1058,6 +1483,42 @@ class _Playback:
                 if not _is_cancel(req)]
         self.expected: list[_Step] = steps
         self.issued = 0  # recorded requests (cancels excluded) matched so far
+        self.effects: list[dict[str, Any]] = list(recording.meta.get("effects") or ())
+        self.effected = 0  # recorded effects matched so far
+
+    def _effect_due(self) -> dict[str, Any] | None:
+        """The next recorded effect if the script is to yield it before its next request."""
+        if self.effected < len(self.effects):
+            effect = self.effects[self.effected]
+            if int(effect.get("after") or 0) <= self.issued:
+                return effect
+        return None
+
+    def effect(self, request: Request) -> EffectDone:
+        """The recorded result of the effect the script yielded (its function is not run)."""
+        issued = _effect_shape(request.args, self.masked)
+        if self.effected >= len(self.effects):
+            raise _Diverged(self.mismatch("the script yielded an effect the recording does "
+                                          "not have", None, issued))
+        recorded = self.effects[self.effected]
+        if self._effect_due() is None:
+            raise _Diverged(self.mismatch("the script yielded an effect where the recording "
+                                          "has another request", self.expected[self.issued].shape,
+                                          issued))
+        if _effect_shape(recorded, self.masked) != issued:
+            raise _Diverged(self.mismatch("the script yielded a different effect",
+                                          _effect_shape(recorded, self.masked), issued))
+        self.effected += 1
+        error = recorded.get("error")
+        if error is not None:
+            return EffectDone(request.token, error=_rebuild_error(
+                str(error.get("type")), str(error.get("message")), None))
+        return EffectDone(request.token, recorded.get("value"))
+
+    def missing_effect(self) -> ReplayMismatch:
+        recorded = self.effects[self.effected]
+        return self.mismatch(f"the recording has effect {recorded.get('fn')} next, but the "
+                             "script yielded none", _effect_shape(recorded, self.masked), None)
 
     def answer(self, method: str, path: str, body: Any) -> _Answer:
         if body is not None:
@@ -1066,6 +1527,11 @@ class _Playback:
         if self.issued >= len(self.expected):
             raise _Diverged(self.mismatch("the script issued a request the recording does "
                                           "not have", None, issued))
+        due = self._effect_due()
+        if due is not None:
+            raise _Diverged(self.mismatch(f"the recording has effect {due.get('fn')} here, but "
+                                          "the script issued a request",
+                                          _effect_shape(due, self.masked), issued))
         step = self.expected[self.issued]
         if step.shape != issued:
             raise _Diverged(self.mismatch("the script issued a different request",
@@ -1220,8 +1686,9 @@ def replay(path: str | os.PathLike[str], script: Callable[[Call], Any], *,
     """Re-run ``script`` against a recorded call; returns the replayed transcript.
 
     No sockets and no sleeping: callbacks come from the cassette, REST answers from the
-    recording, retries and waits are fed back at once. A script that issues a different
-    request, or one the recording lacks, or stops before the recording does, raises
+    recording, retries and waits are fed back at once, effects get their recorded results
+    (their functions are never called). A script that issues a different request or effect,
+    or one the recording lacks, or stops before the recording does, raises
     :class:`ReplayMismatch`; so does a transcript that differs from the recorded one (unless
     ``same_transcript=False``). Cancels of a barge-in prompt depend on timing and are not
     compared. The keys of a sensitive collect are not in the cassette: the script gets
@@ -1254,6 +1721,9 @@ def replay(path: str | os.PathLike[str], script: Callable[[Call], Any], *,
             if isinstance(action, Request):
                 if action.op == "cancel":
                     continue  # timing-dependent: neither sent nor compared
+                if action.op == "effect":
+                    queue.extend(engine.handle(playback.effect(action)))
+                    continue
                 queue.extend(engine.handle(send_with(client, action)))
             elif isinstance(action, Wait):
                 waits.append(action.event)
@@ -1276,13 +1746,24 @@ def replay(path: str | os.PathLike[str], script: Callable[[Call], Any], *,
             run(engine.handle(callback_event(kind, body, None)))
         while waits and not engine.done:
             run(engine.handle(waits.popleft()))
+        if playback.effected < len(playback.effects) and playback._effect_due() is not None:
+            raise playback.missing_effect()
         if playback.issued < len(playback.expected):
             raise playback.missing("the end of the call")
+        if playback.effected < len(playback.effects):
+            raise playback.missing_effect()
     except _Diverged as diverged:
         raise diverged.mismatch from None
     if same_transcript:
         compare_transcript(recording, call.transcript)
     return call.transcript
+
+
+def _effect_shape(data: dict[str, Any], masked: bool) -> tuple[str, str, Any]:
+    """An effect as replay compares it (and shows it beside a request): its function's name
+    and its arguments."""
+    args = {"args": data.get("args"), "kwargs": data.get("kwargs")}
+    return "EFFECT", str(data.get("fn")), _scrub_json(json.loads(json.dumps(args)), masked)
 
 
 def _cancels_before(requests_: list[Any]) -> Callable[[int], int]:

@@ -53,8 +53,9 @@ def replay(path: str | os.PathLike[str], script: Callable[..., Any], *,
     replayed :class:`~ivrscript.Transcript`.
 
     Callbacks come from the recording and REST answers from the recorded ones: no sockets, no
-    sleeping. A script that issues a different request, one the recording lacks, or stops
-    early raises :class:`~ivrscript.ReplayMismatch` naming the step and the script line, with
+    sleeping. Each ``ivr.effect`` the script yields gets its recorded result (or raises its
+    recorded exception) and its function is never called. A script that issues a different
+    request or effect, one the recording lacks, or stops early raises :class:`~ivrscript.ReplayMismatch` naming the step and the script line, with
     the recorded and the replayed command (as transcript lines and as the script's
     arguments), the REST detail and the transcript up to there. Then the replayed transcript
     must be the recorded one (``same_transcript=False`` skips that).

@@ -162,15 +162,16 @@ def test_twenty_concurrent_calls_each_get_their_own_correct_cassette(sim, make_a
         assert replay(recording.path, main).lines() == call.transcript.lines()
 
 
-def test_stopping_the_app_stops_recording(sim, make_app, tmp_path):
-    """After stop() the platform client no longer goes through vcrpy's stubs."""
-    app = make_app(example("greeting.py"), record=str(tmp_path))
-    session = app.client._session
-    prefix = app.client.server_url + "/"
-    assert prefix in session.adapters
-    app.stop()
-    assert prefix not in session.adapters
-    assert glob.glob(os.path.join(tmp_path, "*.yaml")) == []  # no call, no cassette
+def test_recording_patches_nothing_on_the_platform_client(sim, make_app, tmp_path):
+    """Cassettes are written from the call's log: the platform client's transport is the
+    same with and without record=, and a call still gets its cassette."""
+    plain = make_app(example("greeting.py"))
+    recorded = make_app(example("greeting.py"), record=str(tmp_path))
+    assert dict(recorded.client._session.adapters).keys() == \
+        dict(plain.client._session.adapters).keys()
+    call = finish(recorded, sim.call(recorded))
+    recorded.stop()
+    assert os.path.basename(cassette_of(tmp_path, call)).startswith("main-")
 
 
 def test_a_folder_that_cannot_be_created_is_a_clear_error(sim, tmp_path):
@@ -405,12 +406,15 @@ def test_recorder_caps_calls_in_progress_and_entries_per_call(sim, tmp_path, cap
         rec = recorder.Recorder(app, tmp_path, max_calls=2, max_entries=10)
         calls = [ivr.Call(f"s-{n}", party_id="p", caller_party_id="c") for n in range(3)]
         for call in calls:
-            rec.callback("on-call-enter", forged_enter(call.session_id))
+            body = forged_enter(call.session_id)
+            app.store.append(call.session_id, "enter", {"body": body, "script": {}},
+                             key="enter")
+            rec.callback("on-call-enter", body)
         assert any("not recorded" in r.getMessage() for r in caplog.records)
-        update = {"sessionId": "s-0", "command": "Play", "status": "Completed",
-                  "commandId": "1"}
-        for _ in range(50):
-            rec.callback("on-command-update", update)
+        for n in range(50):
+            app.store.append("s-0", "callback", {
+                "kind": "on-command-update", "command": "Play", "status": "Completed",
+                "commandId": str(n), "digits": None}, key=f"u{n}")
         for call in calls:
             call._finish("hangup")
             rec.finished(call)

@@ -446,3 +446,13 @@ class SQLiteStore:
 
     def __repr__(self) -> str:
         return f"<SQLiteStore {self.path!r}>"
+
+    def orphans(self, grace: float, now: float | None = None, *,
+                limit: int = 100) -> list[str]:
+        now = time.time() if now is None else now
+        with self._conn() as conn:  # the calls_finished index: only unfinished calls are read
+            rows = conn.execute("SELECT session_id FROM calls WHERE finished IS NULL AND "
+                                "started <= ? AND (lease_owner IS NULL OR lease_expires <= ?) "
+                                "ORDER BY started, session_id LIMIT ?",
+                                (now - grace, now, max(int(limit), 1))).fetchall()
+        return [str(sid) for (sid,) in rows]

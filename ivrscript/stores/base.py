@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = ["CallStore", "LogEntry", "DueTimer", "CallInfo", "StoreError", "StoreUnavailable",
-           "Append", "write"]
+           "LeaseLost", "Append", "write"]
 
 
 class StoreError(Exception):
@@ -31,6 +31,11 @@ class StoreError(Exception):
 
 class StoreUnavailable(StoreError):
     """The store cannot be reached or is locked past its busy timeout; try again later."""
+
+
+class LeaseLost(StoreError):
+    """A fenced write found the call's lease held by another process: this one must stop
+    driving the call (and issue nothing more for it)."""
 
 
 @dataclass(frozen=True)

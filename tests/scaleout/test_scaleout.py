@@ -127,12 +127,15 @@ def redis_store() -> Iterator[str]:
 
 
 def commands(sim: Simulator, session_id: str) -> list[tuple[str, str]]:
-    """The commands the platform received for a call, in order."""
+    """The commands the platform carried out for a call, in order (not those it refused with
+    409 before it had the app's answer to on-call-enter: the app sends those again)."""
     out = []
     with sim._lock:
         records = list(sim.requests_log)
     for record in records:
         if record.session_id != session_id or record.method != "POST":
+            continue
+        if record.status == 409 and record.json is None:
             continue
         verb = record.path.rsplit("/", 1)[-1]
         body = record.json or {}

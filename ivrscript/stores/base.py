@@ -96,7 +96,8 @@ class CallStore(Protocol):
 
     def acquire(self, session_id: str, owner: str, ttl: float) -> bool:
         """Take the call's lease for ``owner`` for ``ttl`` seconds, or renew it if ``owner``
-        holds it. False if another owner holds an unexpired lease."""
+        holds it. False if another owner holds an unexpired lease, or the call is finished
+        (nobody drives it any more)."""
         ...
 
     def release(self, session_id: str, owner: str) -> None:
@@ -185,7 +186,8 @@ def write(store: CallStore, session_id: str, entries: Sequence[Append] = (), *,
     has a ``write`` method of this signature: one Lua script), else one call each.
 
     With ``owner``, the call's lease is first taken or renewed for ``owner`` for ``ttl``
-    seconds and, if another owner holds it, nothing is written and the result is None
+    seconds and, if another owner holds it (or the call is finished), nothing is written and
+    the result is None
     (fencing: a process that lost a call writes nothing more to its log). Then ``entries``
     are appended in order (each as :meth:`CallStore.append`: its seq, or None when its key
     was there already), timers set (``(key, due, data)``) and cancelled (keys), and, with

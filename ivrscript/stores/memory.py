@@ -96,6 +96,8 @@ class MemoryStore:
                 call = self._calls[session_id] = _Call(started=time.time())
             if call.lease is not None and call.lease[0] != owner and call.lease[1] > now:
                 return False
+            if call.finished is not None:
+                return False  # a finished call has no one to drive it
             call.lease = (owner, now + ttl)
             return True
 

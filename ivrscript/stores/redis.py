@@ -74,13 +74,12 @@ return n
 _ACQUIRE = """
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return 0 end
+if redis.call('HEXISTS', KEYS[2], 'finished') == 1 then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 if redis.call('HSETNX', KEYS[2], 'started', ARGV[3]) == 1 then
   redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
 end
-if not redis.call('HGET', KEYS[2], 'finished') then
-  redis.call('ZADD', KEYS[4], tonumber(ARGV[3]) + tonumber(ARGV[2]) / 1000, ARGV[4])
-end
+redis.call('ZADD', KEYS[4], tonumber(ARGV[3]) + tonumber(ARGV[2]) / 1000, ARGV[4])
 return 1
 """
 
@@ -187,10 +186,9 @@ created(first and first[3] or a.now)
 if a.owner ~= '' then
   local holder = redis.call('GET', KEYS[6])
   if holder and holder ~= a.owner then return {0} end
+  if redis.call('HEXISTS', KEYS[3], 'finished') == 1 then return {0} end
   redis.call('SET', KEYS[6], a.owner, 'PX', a.ttl)
-  if not redis.call('HGET', KEYS[3], 'finished') then
-    redis.call('ZADD', KEYS[11], tonumber(a.now) + a.ttl / 1000, session)
-  end
+  redis.call('ZADD', KEYS[11], tonumber(a.now) + a.ttl / 1000, session)
 end
 local out = {1}
 local appended = false

@@ -278,6 +278,7 @@ class SQLiteStore:
             conn.execute(_NEW_CALL, (session_id, now))
             cur = conn.execute(
                 "UPDATE calls SET lease_owner = ?, lease_expires = ? WHERE session_id = ? AND "
+                "finished IS NULL AND "
                 "(lease_owner IS NULL OR lease_owner = ? OR lease_expires <= ?)",
                 (owner, now + ttl, session_id, owner, now))
             return cur.rowcount == 1

@@ -450,3 +450,18 @@ def test_a_write_notifies_subscribers_like_an_append(backend: Backend) -> None:
     write(a, "c9", [("enter", {}, None, None), ("callback", {}, None, None)])
     assert "c9" in heard_a
     wait_for(lambda: "c9" in heard_b, "the other store object to hear of the write")
+
+
+def test_a_finished_call_cannot_be_leased(backend: Backend) -> None:
+    """Once finished, a call's lease is refused to everyone (a holder that was away and
+    renews after another process finished the call does not take it back)."""
+    from ivrscript.stores.base import write
+
+    a, b = backend.make(), backend.make()
+    a.append("c1", "enter", {})
+    assert a.acquire("c1", "proc-a", 30)
+    b.finish("c1", "hangup")
+    assert not a.acquire("c1", "proc-a", 30)
+    assert not b.acquire("c1", "proc-b", 30)
+    assert write(a, "c1", [("request", {}, None, None)], owner="proc-a", ttl=30) is None
+    assert a.holder("c1") is None and [e.kind for e in a.load("c1")] == ["enter"]

@@ -17,7 +17,10 @@ is the bottleneck. steps/s = 5 x calls completed / seconds.
 * **Redis round trips per step**: one process on Redis at the same concurrency, the commands
   Redis received from it (``MONITOR``, only those naming the run's key prefix, not the ones a
   Lua script ran inside Redis; the app's housekeeping included) divided by the steps (5 a
-  call). Needs ``redis-cli`` on PATH.
+  call). Needs ``redis-cli`` on PATH. Nothing is pipelined, so each command is one round trip.
+* **servers**: one process on the memory store, the same flow served by ``python -m ivrscript
+  serve`` (gunicorn, one threaded worker), by werkzeug's threaded dev server (the App's WSGI
+  app) and by the App's own listener.
 
 Redis comes from ``IVRSCRIPT_TEST_REDIS`` (default ``redis://127.0.0.1:6379/0``); every run
 uses a fresh key prefix and deletes it afterwards.

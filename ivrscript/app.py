@@ -417,7 +417,7 @@ class App:
             data = {"body": body, "script": dict(self._identity)}
             with self._driver.local():
                 seqs = write(self.store, session_id, [("enter", data, "enter", at)],
-                             owner=self.owner, ttl=self.lease_ttl)
+                             owner=self.owner, ttl=self.lease_ttl, quiet_for=self.owner)
             if not seqs or seqs[0] is None:
                 log.info("duplicate on-call-enter for %s ignored", shown(session_id))
                 return None
@@ -436,8 +436,7 @@ class App:
             log.debug("%s for ended session %s ignored", kind, shown(session_id))
             return
         data, key = callback_entry(kind, body)
-        with self._driver.local():
-            seq = self.store.append(session_id, "callback", data, key=key, at=at)
+        seq = self._append_local(session_id, "callback", data, key, at)
         if seq is None:
             log.debug("duplicate %s for %s ignored", kind, shown(session_id))
             return
@@ -501,10 +500,18 @@ class App:
         """Append an entry of this process's (a timer firing, an effect's result, an abort)
         and wake the call with it (its runner takes it without loading it again)."""
         at = time.time()
-        with self._driver.local():
-            seq = self.store.append(session_id, kind, data, key=key, at=at)
+        seq = self._append_local(session_id, kind, data, key, at)
         if seq is not None:
             self._wake(session_id, LogEntry(seq, kind, data, at))
+        return seq
+
+    def _append_local(self, session_id: str, kind: str, data: dict[str, Any],
+                      key: str | None, at: float) -> int | None:
+        """Append an entry this process wakes the call for itself: other processes hear of
+        it only if one of them holds the call (one round trip either way)."""
+        with self._driver.local():
+            (seq,) = write(self.store, session_id, [(kind, data, key, at)],
+                           quiet_for=self.owner) or [None]
         return seq
 
     def _wake(self, session_id: str, entry: LogEntry | None = None, *,
@@ -729,7 +736,7 @@ class App:
                 with self._driver.local():
                     seqs = write(self.store, timer.session_id,
                                  [("timer", data, f"timer:{timer.key}", at)],
-                                 cancel=[timer.key])
+                                 cancel=[timer.key], quiet_for=self.owner)
             except StoreError as error:
                 log.warning("call %s: firing timer %s failed: %s", shown(timer.session_id),
                             shown(timer.key), error)

@@ -245,7 +245,8 @@ class Driver:
         with self.local():
             seqs = write(self.store, session_id, entries,
                          owner=self.owner if fenced else None, ttl=self.lease_ttl,
-                         schedule=pending.schedule, cancel=pending.cancel, finish=finish)
+                         schedule=pending.schedule, cancel=pending.cancel, finish=finish,
+                         quiet_for=self.owner)
         if seqs is None:
             with self.lock:
                 self.leases.pop(session_id, None)

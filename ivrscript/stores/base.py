@@ -181,7 +181,8 @@ Append = tuple[str, dict[str, Any], "str | None", "float | None"]
 def write(store: CallStore, session_id: str, entries: Sequence[Append] = (), *,
           owner: str | None = None, ttl: float = 0.0,
           schedule: Sequence[tuple[str, float, dict[str, Any]]] = (),
-          cancel: Sequence[str] = (), finish: str | None = None) -> list[int | None] | None:
+          cancel: Sequence[str] = (), finish: str | None = None,
+          quiet_for: str | None = None) -> list[int | None] | None:
     """Several writes for one call, in one round trip where the backend can (``RedisStore``
     has a ``write`` method of this signature: one Lua script), else one call each.
 
@@ -192,11 +193,14 @@ def write(store: CallStore, session_id: str, entries: Sequence[Append] = (), *,
     are appended in order (each as :meth:`CallStore.append`: its seq, or None when its key
     was there already), timers set (``(key, due, data)``) and cancelled (keys), and, with
     ``finish``, the call is finished with that end reason (see :meth:`CallStore.finish`).
+
+    ``quiet_for``: an owner that handles these entries itself; while it holds the call's lease
+    other processes' subscribers are not told of them (a backend may tell them anyway).
     """
     native = getattr(store, "write", None)
     if native is not None:
         return native(session_id, entries, owner=owner, ttl=ttl, schedule=schedule,
-                      cancel=cancel, finish=finish)
+                      cancel=cancel, finish=finish, quiet_for=quiet_for)
     if owner is not None and not store.acquire(session_id, owner, ttl):
         return None
     seqs = [store.append(session_id, kind, data, key=key, at=at)

@@ -170,7 +170,8 @@ return 1
 # KEYS: log, keys, call, calls, events, lease, ctimers, timers, tdata, finished, lapse.
 # ARGV[1]: JSON {owner ('' none), ttl (ms), now, session, stream, origin, entries: [[text,
 # key ('' none), at]], schedule: [[member, due, data]], cancel: [member], finish ('' none),
-# retention (ms, 0 none)}; times as strings. Returns {1, seq or 0 (deduped), ...} or {0}
+# retention (ms, 0 none), quiet (an owner: no wake-up event while it holds the lease; '' none)};
+# times as strings. Returns {1, seq or 0 (deduped), ...} or {0}
 # (another owner holds the lease: nothing written).
 _WRITE = """
 local a = cjson.decode(ARGV[1])
@@ -228,7 +229,7 @@ if a.finish ~= '' then
     end
   end
 end
-if appended then
+if appended and (a.quiet == '' or redis.call('GET', KEYS[6]) ~= a.quiet) then
   local id = redis.call('XADD', KEYS[5], 'MAXLEN', '~', a.stream, '*', 's', session,
                         'o', a.origin)
   redis.call('PUBLISH', KEYS[5], id .. ' ' .. a.origin .. ' ' .. session)
@@ -412,8 +413,8 @@ class RedisStore:
     def write(self, session_id: str, entries: Sequence[Append] = (), *,
               owner: str | None = None, ttl: float = 0.0,
               schedule: Sequence[tuple[str, float, dict[str, Any]]] = (),
-              cancel: Sequence[str] = (), finish: str | None = None
-              ) -> list[int | None] | None:
+              cancel: Sequence[str] = (), finish: str | None = None,
+              quiet_for: str | None = None) -> list[int | None] | None:
         """Several writes of one call in one round trip: see
         :func:`ivrscript.stores.base.write` (one Lua script, atomic)."""
         now = time.time()
@@ -428,7 +429,7 @@ class RedisStore:
             "schedule": [[self._member(session_id, key), _number(due), _dumps(data or {})]
                          for key, due, data in schedule],
             "cancel": [self._member(session_id, key) for key in cancel],
-            "finish": finish or "",
+            "finish": finish or "", "quiet": quiet_for or "",
             "retention": 0 if self.retention is None or finish is None
             else max(int(self.retention * 1000), 1)})
         with self._redis(f"write to call {shown(session_id)}"):

@@ -17,7 +17,10 @@ is the bottleneck. steps/s = 5 x calls completed / seconds.
 * **Redis round trips per step**: one process on Redis at the same concurrency, the commands
   Redis received from it (``MONITOR``, only those naming the run's key prefix, not the ones a
   Lua script ran inside Redis; the app's housekeeping included) divided by the steps (5 a
-  call). Needs ``redis-cli`` on PATH.
+  call). Needs ``redis-cli`` on PATH. Nothing is pipelined, so each command is one round trip.
+* **servers**: one process on the memory store, the same flow served by ``python -m ivrscript
+  serve`` (gunicorn, one threaded worker), by werkzeug's threaded dev server (the App's WSGI
+  app) and by the App's own listener.
 
 Redis comes from ``IVRSCRIPT_TEST_REDIS`` (default ``redis://127.0.0.1:6379/0``); every run
 uses a fresh key prefix and deletes it afterwards.
@@ -67,13 +70,13 @@ def clear(store_url: str) -> None:
 class Group:
     """N app processes on one store URL, and the one lean platform they all talk to."""
 
-    def __init__(self, store_url: str, count: int) -> None:
+    def __init__(self, store_url: str, count: int, server: str = "listener") -> None:
         self.platform = Proc("lean.py")
         self.apps: list[Proc] = []
         try:
             for _ in range(count):
                 self.apps.append(Proc("scaleout_app.py", store_url, self.platform.first["url"],
-                                      self.platform.first["token"]))
+                                      self.platform.first["token"], server))
         except BaseException:
             self.close()
             raise
@@ -88,9 +91,10 @@ class Group:
             proc.close()
 
 
-def throughput(store_url: str, count: int, calls: int, concurrency: int) -> dict[str, Any]:
+def throughput(store_url: str, count: int, calls: int, concurrency: int,
+               server: str = "listener") -> dict[str, Any]:
     """``calls`` and ``concurrency`` per process."""
-    group = Group(store_url, count)
+    group = Group(store_url, count, server)
     try:
         group.run(min(30, calls) * count, min(10, concurrency) * count)  # warm-up
         run = group.run(calls * count, concurrency * count)
@@ -214,15 +218,24 @@ def measure(quick: bool, progress: Any) -> dict[str, Any]:
             clear(url)
     progress("Redis round trips per step (MONITOR)")
     trips = round_trips(base, 40 if quick else 200, concurrency)
+    servers: dict[str, Any] = {}
+    for server in ("serve", "werkzeug", "listener"):
+        progress(f"server: {server}, one process on the memory store")
+        servers[server] = throughput("memory:", 1, calls, concurrency, server)
+        progress(f"  {servers[server]['steps_per_s']:.0f} steps/s")
     shutil.rmtree(folder, ignore_errors=True)
     return {"quick": quick, "calls_per_process": calls, "concurrency_per_process": concurrency,
             "rounds": rounds, "cpus": os.cpu_count(), "python": platform.python_version(),
             "throughput": summary, "vs_one_redis_process": ratios, "reaction": reactions,
-            "redis_round_trips": trips}
+            "redis_round_trips": trips, "servers": servers,
+            "load_average": os.getloadavg()}
 
 
 def table(result: dict[str, Any]) -> str:
-    lines = [f"{'processes on store':<20}{'steps/s':>10}{'vs 1 on Redis':>16}"]
+    load = result.get("load_average")
+    lines = [f"({result['cpus']} CPUs, load average at the end "
+             f"{', '.join(f'{x:.1f}' for x in load)})"] if load else []
+    lines.append(f"{'processes on store':<20}{'steps/s':>10}{'vs 1 on Redis':>16}")
     for label, entry in result["throughput"].items():
         ratio = result["vs_one_redis_process"].get(label)
         lines.append(f"{label:<20}{entry['steps_per_s']:>10.0f}"
@@ -231,6 +244,15 @@ def table(result: dict[str, Any]) -> str:
     lines.append(f"{'reaction, 1 in flight':<20}{'p50 ms':>10}{'p99 ms':>16}")
     for name, entry in result["reaction"].items():
         lines.append(f"{name:<20}{entry['p50_ms']:>10.2f}{entry['p99_ms']:>16.2f}")
+    servers = result.get("servers") or {}
+    if servers:
+        lines.append(f"{'server, memory x1':<20}{'steps/s':>10}{'vs werkzeug':>16}")
+        dev = servers.get("werkzeug", {}).get("steps_per_s") or float("nan")
+        names = {"serve": "serve (gunicorn)", "werkzeug": "werkzeug dev",
+                 "listener": "App's listener"}
+        for name, entry in servers.items():
+            lines.append(f"{names.get(name, name):<20}{entry['steps_per_s']:>10.0f}"
+                         f"{entry['steps_per_s'] / dev:>15.2f}x")
     trips = result["redis_round_trips"]
     if isinstance(trips, dict):
         top = ", ".join(f"{k} {v}" for k, v in list(trips["by_command"].items())[:6])

@@ -37,7 +37,8 @@ from .loader import check_script, script_dir
 from .media import MediaLibrary
 from .ringcentral import RingCentral
 from .scheduler import Scheduler
-from .stores import CallStore, StoreError, open_store
+from .stores import CallStore, LogEntry, StoreError, open_store
+from .stores.base import LeaseLost, write
 from .text import shown
 from .tts import speech_for_app
 
@@ -124,6 +125,7 @@ class App:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._driver = Driver(self.store, self, owner=self.owner, cache_size=cache_size,
                               lease_ttl=self.lease_ttl)
+        self._driver.hands_entries = True  # see _wake and _append_and_wake
         self._ended: collections.OrderedDict[str, float] = collections.OrderedDict()
         self._superseded: dict[str, Call] = {}  # session -> its Call before a rebuild
         self._unsubscribe: Callable[[], None] | None = None
@@ -389,14 +391,11 @@ class App:
         with self._lock:
             calls = [call for call in self.calls if not call.ended]
         for call in calls:
+            data = {"type": "IvrError", "message": reason}
             try:
-                self.store.append(call.session_id, "abort",
-                                  {"type": "IvrError", "message": reason},
-                                  key=f"abort:{reason}")
+                self._append_and_wake(call.session_id, "abort", data, key=f"abort:{reason}")
             except StoreError as error:
                 log.error("call %s: could not log its end (%s)", shown(call.session_id), error)
-                continue
-            self._wake(call.session_id)
         deadline = time.monotonic() + timeout
         for call in calls:
             try:
@@ -422,13 +421,18 @@ class App:
                               shown(session_id))
         at = time.time() - max(time.monotonic() - received, 0.0)  # wall clock: logs outlive us
         if kind == "on-call-enter":
-            seq = self.store.append(session_id, "enter",
-                                    {"body": body, "script": dict(self._identity)},
-                                    key="enter", at=at)
-            if seq is None:
+            # Logged with this process taking the call's lease (one round trip): its receiver
+            # drives it. A lease held elsewhere means another process has the call already.
+            data = {"body": body, "script": dict(self._identity)}
+            with self._driver.local():
+                seqs = write(self.store, session_id, [("enter", data, "enter", at)],
+                             owner=self.owner, ttl=self.lease_ttl, quiet_for=self.owner)
+            if not seqs or seqs[0] is None:
                 log.info("duplicate on-call-enter for %s ignored", shown(session_id))
                 return None
             runner = self._driver.runner(session_id)
+            self._driver.taken(session_id, runner)
+            self._driver.offer(session_id, LogEntry(seqs[0], "enter", data, at))
             if runner is not None and runner.engine is None:
                 # The Call is known at once (app.calls, dial(), dashboards), as before.
                 runner.engine, runner.call = self.new_engine(body)
@@ -441,14 +445,14 @@ class App:
             log.debug("%s for ended session %s ignored", kind, shown(session_id))
             return
         data, key = callback_entry(kind, body)
-        seq = self.store.append(session_id, "callback", data, key=key, at=at)
+        seq = self._append_local(session_id, "callback", data, key, at)
         if seq is None:
             log.debug("duplicate %s for %s ignored", kind, shown(session_id))
             return
         if seq == 1:  # the store never heard of this call (a restart, an expired call)
             self._unknown(session_id, kind, body)
             return
-        self._wake(session_id)
+        self._wake(session_id, LogEntry(seq, "callback", data, at))
 
     def _unknown(self, session_id: str, kind: str, body: dict[str, Any]) -> None:
         """A callback for a session no store knows: never left in silence (logged once: the
@@ -527,7 +531,7 @@ class App:
         """A store subscriber: some process appended to the call's log (or a timer is due);
         if this process drives the call, drain it."""
         if self._driver.appending():
-            return  # this process's own entry: the worker appending it goes on by itself
+            return  # this process's own entry: whoever appended it wakes the call with it
         if self._driver.runner(session_id, create=False) is not None \
                 or session_id in self._driver.leases:
             self._wake(session_id)
@@ -536,15 +540,43 @@ class App:
         """The 204 to on-call-enter has been sent: the call may get its first command."""
         with self._lock:
             self._unanswered.discard(session_id)
-        self._wake(session_id)
+        self._wake(session_id, news=False)  # its enter was handed to the runner
 
-    def _wake(self, session_id: str) -> None:
-        """Have a worker drain the call's log (one worker per call at a time)."""
-        if session_id in self._ended or session_id in self._unanswered:
+    def _append_and_wake(self, session_id: str, kind: str, data: dict[str, Any], *,
+                         key: str | None = None) -> int | None:
+        """Append an entry of this process's (a timer firing, an effect's result, an abort)
+        and wake the call with it (its runner takes it without loading it again)."""
+        at = time.time()
+        seq = self._append_local(session_id, kind, data, key, at)
+        if seq is not None:
+            self._wake(session_id, LogEntry(seq, kind, data, at))
+        return seq
+
+    def _append_local(self, session_id: str, kind: str, data: dict[str, Any],
+                      key: str | None, at: float) -> int | None:
+        """Append an entry this process wakes the call for itself: other processes hear of
+        it only if one of them holds the call (one round trip either way)."""
+        with self._driver.local():
+            (seq,) = write(self.store, session_id, [(kind, data, key, at)],
+                           quiet_for=self.owner) or [None]
+        return seq
+
+    def _wake(self, session_id: str, entry: LogEntry | None = None, *,
+              news: bool = True) -> None:
+        """Have a worker drain the call's log (one worker per call at a time). ``entry``:
+        one this process just appended (handed to the runner); else, with ``news``, the log
+        may have grown elsewhere (the drain loads what is new)."""
+        if session_id in self._ended:
             return
         runner = self._driver.runner(session_id)
         if runner is None:
             return
+        if entry is not None:
+            self._driver.offer(session_id, entry)
+        elif news:
+            self._driver.news(session_id)
+        if session_id in self._unanswered:
+            return  # driven once its 204 is sent (_answered)
         with runner.lock:
             if runner.scheduled:
                 runner.wake_again = True
@@ -565,6 +597,12 @@ class App:
         while True:
             try:
                 self._driver.drain(runner)
+            except LeaseLost:
+                # Fencing: another process took the call (this one was paused, or cut off
+                # from the store, past the lease); it drives the call, this one lets go.
+                log.info("call %s: its lease moved to another process; leaving it to it",
+                         shown(runner.session_id))
+                self._driver.lost(runner)
             except StoreError as error:
                 # The log and this engine may now disagree (an entry not written): drop the
                 # engine and rebuild the call from the log once the store answers again.
@@ -712,14 +750,11 @@ class App:
 
     def _effect_result(self, session_id: str, seq: int, data: dict[str, Any]) -> None:
         data["req"] = seq
-        try:
-            if self.store.append(session_id, "effect", data, key=f"effect:{seq}") is None:
-                return  # the other of result and timeout came first
+        try:  # None: the other of result and timeout came first
+            self._append_and_wake(session_id, "effect", data, key=f"effect:{seq}")
         except StoreError as error:
             log.error("call %s: could not log an effect's result (%s)", shown(session_id),
                       error)
-            return
-        self._wake(session_id)
 
     def timer_set(self, delay: float) -> None:
         """A durable timer is due in ``delay`` s: claim it then (the housekeeper also claims
@@ -762,29 +797,28 @@ class App:
             log.warning("claiming due timers failed: %s", error)
             return
         for timer in due:
-            try:
-                seq = self.store.append(timer.session_id, "timer", dict(timer.data),
-                                        key=f"timer:{timer.key}")
-                self.store.cancel(timer.session_id, timer.key)
+            data, at = dict(timer.data), time.time()
+            try:  # the firing logged and the timer cancelled: one round trip
+                with self._driver.local():
+                    seqs = write(self.store, timer.session_id,
+                                 [("timer", data, f"timer:{timer.key}", at)],
+                                 cancel=[timer.key], quiet_for=self.owner)
             except StoreError as error:
                 log.warning("call %s: firing timer %s failed: %s", shown(timer.session_id),
                             shown(timer.key), error)
                 continue
-            if seq is not None:
-                self._wake(timer.session_id)
+            if seqs and seqs[0] is not None:
+                self._wake(timer.session_id, LogEntry(seqs[0], "timer", data, at))
 
     def _adopt(self) -> None:
         """Take up calls in progress that no process holds (their holder crashed or
         stopped): replay them here, so a parked call resumes without waiting for a callback."""
-        fresh = time.time() - ANSWER_GRACE
-        for info in self.store.calls(active=True):
-            session_id = info.session_id
+        # One query, whatever the number of calls: unfinished calls with no lease or a lapsed
+        # one; a call that just entered is left to its receiver (it starts it once answered).
+        for session_id in self.store.orphans(ANSWER_GRACE):
             if session_id in self._ended or session_id in self._driver.leases:
                 continue
-            if info.started > fresh:  # just entered: its receiver starts it once it answered
-                continue
-            if self.store.holder(session_id) is None:
-                self._wake(session_id)
+            self._wake(session_id)
 
     def _send(self, request: Request) -> Sent | SendFailed:
         return self.send_with(self.client, request)

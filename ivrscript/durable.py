@@ -39,7 +39,8 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,7 +63,7 @@ from .engine import (
     update_key,
 )
 from .errors import IvrError, PlatformError, RetryLater, ScriptChanged
-from .stores.base import CallStore, LogEntry, StoreError
+from .stores.base import CallStore, LeaseLost, LogEntry, StoreError, StoreUnavailable, write
 from .text import shown
 
 __all__ = ["Driver", "CallRunner", "script_identity", "callback_entry", "default_store_url",
@@ -147,6 +148,16 @@ _EARLY_409_WINDOW = 2.0
 _EARLY_409_FIRST = 0.02
 
 
+@dataclass(slots=True)
+class _Pending:
+    """One call's writes waiting for its next round trip (see Driver.append)."""
+
+    entries: list[tuple[str, dict[str, Any], str | None, float | None]] = field(
+        default_factory=list)
+    schedule: list[tuple[str, float, dict[str, Any]]] = field(default_factory=list)
+    cancel: list[str] = field(default_factory=list)
+
+
 class _Corrupt(Exception):
     """A log entry that cannot be read back."""
 
@@ -200,23 +211,111 @@ class Driver:
         self.cache_size = max(int(cache_size), 1)
         self.lease_ttl = lease_ttl
         self.cache: collections.OrderedDict[str, CallRunner] = collections.OrderedDict()
-        self.leases: set[str] = set()  # calls whose lease this process holds (cached or not)
+        # Calls whose lease this process holds (cached or not): when it was last confirmed
+        # (monotonic). Renewed by every fenced write, else by the housekeeper when due.
+        self.leases: dict[str, float] = {}
         self.lock = threading.Lock()
         self._local = threading.local()
+        # Entries this process appended to a cached call's log (callbacks, timer firings,
+        # effect results), handed to its runner so the drain need not load them again; calls
+        # another process appended to (load what is new); writes waiting for the call's next
+        # round trip (outcomes, timers: written before anything acts on them).
+        self._inbox: dict[str, list[LogEntry]] = {}
+        self._stale: set[str] = set()
+        self._pending: dict[str, _Pending] = {}
+        # True when the host hands every entry it appends to offer() and reports every other
+        # append with news(): an empty inbox then means nothing new, without a load.
+        self.hands_entries = False
 
     # -- appending ---------------------------------------------------------------------------
 
     def append(self, session_id: str, kind: str, data: dict[str, Any], *,
                key: str | None = None, at: float | None = None) -> int | None:
-        """Append for a call this process drives (its own entries: no wake-up needed)."""
+        """Append for a call this process drives (its own entries: no wake-up needed).
+
+        An outcome waits for the call's next write (the next request, the end, or the end of
+        the drain, whichever comes first: one round trip for both); every other entry is
+        written at once with what waits, under the call's lease (fencing: a process that
+        lost the call writes nothing, :class:`LeaseLost`), so a request is logged, the lease
+        renewed and the previous outcome logged in one round trip before it is sent."""
+        if kind == "outcome":
+            self._pending_for(session_id).entries.append((kind, data, key, at))
+            return None
+        return self._write(session_id, (kind, data, key, at), fenced=True)
+
+    def _pending_for(self, session_id: str) -> _Pending:
+        with self.lock:
+            pending = self._pending.get(session_id)
+            if pending is None:
+                pending = self._pending[session_id] = _Pending()
+            return pending
+
+    def _write(self, session_id: str, entry: tuple[str, dict[str, Any], str | None,
+                                                    float | None] | None = None, *,
+               fenced: bool, finish: str | None = None) -> int | None:
+        """Write what waits for the call (and ``entry``) in one round trip; ``entry``'s seq."""
+        with self.lock:
+            pending = self._pending.pop(session_id, None) or _Pending()
+        entries = list(pending.entries)
+        if entry is not None:
+            entries.append(entry)
+        if not entries and not pending.schedule and not pending.cancel and finish is None:
+            return None
+        with self.local():
+            seqs = write(self.store, session_id, entries,
+                         owner=self.owner if fenced else None, ttl=self.lease_ttl,
+                         schedule=pending.schedule, cancel=pending.cancel, finish=finish,
+                         quiet_for=self.owner)
+        if seqs is None:
+            with self.lock:
+                self.leases.pop(session_id, None)
+            raise LeaseLost(f"call {shown(session_id)}: another process holds its lease")
+        with self.lock:
+            runner = self.cache.get(session_id)
+            if fenced and finish is None:
+                self.leases[session_id] = time.monotonic()
+        if runner is not None:
+            if fenced:
+                runner.lease_at = time.monotonic()
+            for seq in seqs[:len(pending.entries)]:
+                self._own(runner, seq)
+        if pending.schedule and finish is None:  # a timer due at once: claim it now
+            soonest = min(due for _, due, _ in pending.schedule)
+            if soonest - time.time() < 0.05:
+                self.host.timer_set(0.0)
+        return seqs[-1] if entry is not None else None
+
+    def _defer_timer(self, session_id: str, key: str, due: float,
+                     data: dict[str, Any]) -> None:
+        self._pending_for(session_id).schedule.append((key, due, data))
+
+    def _defer_cancel(self, session_id: str, key: str) -> None:
+        pending = self._pending_for(session_id)
+        pending.schedule = [t for t in pending.schedule if t[0] != key]
+        pending.cancel.append(key)
+
+    def _finish(self, runner: CallRunner, reason: str, *, logged: bool) -> None:
+        """Log the end (unless it is logged) and finish the call: one round trip."""
+        entry = None if logged else ("end", {"reason": reason}, "end", None)
+        self._own(runner, self._write(runner.session_id, entry, fenced=not logged,
+                                      finish=reason))
+
+    def flush(self, runner: CallRunner) -> None:
+        """Write what waits for the call (its last outcome, its timers): end of a drain."""
+        self._write(runner.session_id, fenced=False)
+
+    @contextmanager
+    def local(self) -> Iterator[None]:
+        """Appends of this process in this thread: store subscribers called in the appending
+        thread skip them (whoever appends wakes the call, with the entry)."""
         self._local.own = True
         try:
-            return self.store.append(session_id, kind, data, key=key, at=at)
+            yield
         finally:
             self._local.own = False
 
     def appending(self) -> bool:
-        """True in a thread appending one of the driver's own entries (store subscribers
+        """True in a thread appending one of this process's own entries (store subscribers
         that run in the appending thread use it to skip waking the call they come from)."""
         return bool(getattr(self._local, "own", False))
 
@@ -224,13 +323,68 @@ class Driver:
         if seq is not None and seq > runner.loaded:
             runner.own.add(seq)
 
+    def taken(self, session_id: str, runner: CallRunner | None) -> None:
+        """This process just took the call's lease (with its enter)."""
+        now = time.monotonic()
+        with self.lock:
+            self.leases[session_id] = now
+        if runner is not None:
+            runner.lease_at = now
+
+    def offer(self, session_id: str, entry: LogEntry) -> None:
+        """An entry this process appended to the call's log: its runner takes it from here
+        instead of loading it (if the runner is cached)."""
+        with self.lock:
+            if session_id in self.cache:
+                self._inbox.setdefault(session_id, []).append(entry)
+
+    def news(self, session_id: str) -> None:
+        """Another process (or store object) appended to the call's log: load what is new."""
+        with self.lock:
+            if session_id in self.cache:
+                self._stale.add(session_id)
+
+    def _drop_locked(self, session_id: str) -> None:
+        self._inbox.pop(session_id, None)
+        self._stale.discard(session_id)
+        self._pending.pop(session_id, None)
+
+    def _fresh(self, runner: CallRunner) -> list[LogEntry]:
+        """The call's entries past what the runner has: from the inbox when it holds all of
+        them (no round trip), else loaded from the store."""
+        sid = runner.session_id
+        with self.lock:
+            inbox = self._inbox.pop(sid, None) or []
+            stale = sid in self._stale
+            self._stale.discard(sid)
+        while runner.loaded + 1 in runner.own:  # consumed already, when written
+            runner.own.discard(runner.loaded + 1)
+            runner.loaded += 1
+        fresh: list[LogEntry] = []
+        expected = runner.loaded + 1
+        for entry in sorted((e for e in inbox if e.seq > runner.loaded), key=lambda e: e.seq):
+            while expected in runner.own:
+                expected += 1
+            if entry.seq != expected:
+                stale = True  # a gap: entries someone else appended meanwhile
+                break
+            fresh.append(entry)
+            expected += 1
+        if fresh and not stale:
+            return fresh
+        if not stale and self.hands_entries and runner.loaded > 0:
+            return fresh  # nothing new (a wake-up whose entry an earlier drain took)
+        return self.store.load(sid, after=runner.loaded)
+
     # -- leases ------------------------------------------------------------------------------
 
     def renew(self) -> None:
-        """Renew every lease this process holds (one loop for all calls); a lease found lost
-        (another process took the call) drops the call from the cache."""
+        """Renew the leases this process holds that no write renewed for a third of their
+        time (one loop for all calls); a lease found lost (another process took the call)
+        drops the call from the cache."""
+        due = time.monotonic() - self.lease_ttl / 3
         with self.lock:
-            held = list(self.leases)
+            held = [sid for sid, at in self.leases.items() if at <= due]
         for session_id in held:
             try:
                 kept = self.store.acquire(session_id, self.owner, self.lease_ttl)
@@ -241,17 +395,20 @@ class Driver:
             with self.lock:
                 runner = self.cache.get(session_id)
                 if kept:
+                    if session_id in self.leases:
+                        self.leases[session_id] = time.monotonic()
                     if runner is not None:
                         runner.lease_at = time.monotonic()
                     continue
-                self.leases.discard(session_id)
+                self.leases.pop(session_id, None)
                 if runner is not None and not runner.scheduled:
                     del self.cache[session_id]
+                    self._drop_locked(session_id)
             log.info("call %s: its lease moved to another process", shown(session_id))
 
     def release_all(self) -> None:
         with self.lock:
-            held, self.leases = list(self.leases), set()
+            held, self.leases = list(self.leases), {}
         for session_id in held:
             try:
                 self.store.release(session_id, self.owner)
@@ -285,6 +442,7 @@ class Driver:
             if candidate.scheduled:
                 continue  # being driven right now
             del self.cache[session_id]
+            self._drop_locked(session_id)
             evicted.append(candidate)
         return evicted
 
@@ -294,13 +452,25 @@ class Driver:
         with self.lock:
             if self.cache.get(runner.session_id) is runner:
                 del self.cache[runner.session_id]
+                self._drop_locked(runner.session_id)
 
-    def forget(self, runner: CallRunner) -> None:
+    def forget(self, runner: CallRunner, *, release: bool = True) -> None:
         with self.lock:
             if self.cache.get(runner.session_id) is runner:
                 del self.cache[runner.session_id]
-            self.leases.discard(runner.session_id)
-        self._release(runner)
+                self._drop_locked(runner.session_id)
+            held = self.leases.pop(runner.session_id, None) is not None
+        if release and held:
+            self._release(runner)
+
+    def lost(self, runner: CallRunner) -> None:
+        """The call's lease moved to another process: drop it here, write nothing more."""
+        runner.done = True
+        with self.lock:
+            if self.cache.get(runner.session_id) is runner:
+                del self.cache[runner.session_id]
+                self._drop_locked(runner.session_id)
+            self.leases.pop(runner.session_id, None)
 
     def _release(self, runner: CallRunner) -> None:
         try:
@@ -322,17 +492,15 @@ class Driver:
         try:
             if time.monotonic() - runner.lease_at > self.lease_ttl / 3:
                 if not self.store.acquire(runner.session_id, self.owner, self.lease_ttl):
-                    log.debug("call %s is driven by %s", shown(runner.session_id),
-                              shown(self.store.holder(runner.session_id)))
-                    with self.lock:
-                        if self.cache.get(runner.session_id) is runner:
-                            del self.cache[runner.session_id]
-                    runner.done = True
+                    log.debug("call %s is driven by another process", shown(runner.session_id))
+                    self.lost(runner)
                     return
                 runner.lease_at = time.monotonic()
                 with self.lock:
-                    self.leases.add(runner.session_id)
-            fresh = self.store.load(runner.session_id, after=runner.loaded)
+                    self.leases[runner.session_id] = runner.lease_at
+            fresh = self._fresh(runner)
+        except StoreUnavailable:
+            raise  # the host retries once the store answers; the call is not broken
         except StoreError as error:
             self._broken(runner, f"its log could not be read ({error})")
             return
@@ -358,6 +526,8 @@ class Driver:
         if not runner.replaying and runner.deferred:
             self._flush_timers(runner)
         self._watch_overdue(runner)
+        if not runner.done:
+            self.flush(runner)
 
     def _index(self, runner: CallRunner, entry: LogEntry) -> None:
         if not isinstance(entry, LogEntry) or not isinstance(entry.data, dict) \
@@ -650,7 +820,7 @@ class Driver:
         if key in runner.fired:
             return
         data["key"] = key
-        self.store.schedule(runner.session_id, key, due, data)
+        self._defer_timer(runner.session_id, key, due, data)
         if isinstance(event, Overdue):
             runner.overdue_key = key
         self.host.timer_set(max(due - time.time(), 0.0))
@@ -664,24 +834,20 @@ class Driver:
         token = int(key.split(":")[1])
         if engine.awaited != token:
             runner.overdue_key = None
-            try:
-                self.store.cancel(runner.session_id, key)
-            except StoreError:
-                log.debug("cancelling timer %s failed", key)
+            self._defer_cancel(runner.session_id, key)
 
     def _done(self, runner: CallRunner, reason: str, *, logged: bool = False) -> None:
         if runner.done:
             return
         runner.done = True
         try:
-            if not logged:
-                self._own(runner, self.append(runner.session_id, "end", {"reason": reason},
-                                              key="end"))
-            self.store.finish(runner.session_id, reason)
+            self._finish(runner, reason, logged=logged)
+            finished = True
         except StoreError as error:
+            finished = False
             log.warning("call %s: recording its end failed: %s", shown(runner.session_id),
                         error)
-        self.forget(runner)
+        self.forget(runner, release=not finished)  # finishing dropped the lease
         if runner.call is not None:
             self.host.call_finished(runner, runner.call)
 

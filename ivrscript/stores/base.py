@@ -17,11 +17,12 @@ JSON text and must give back what ``json.loads(json.dumps(data))`` would.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["CallStore", "LogEntry", "DueTimer", "CallInfo", "StoreError", "StoreUnavailable"]
+__all__ = ["CallStore", "LogEntry", "DueTimer", "CallInfo", "StoreError", "StoreUnavailable",
+           "LeaseLost", "Append", "write"]
 
 
 class StoreError(Exception):
@@ -30,6 +31,11 @@ class StoreError(Exception):
 
 class StoreUnavailable(StoreError):
     """The store cannot be reached or is locked past its busy timeout; try again later."""
+
+
+class LeaseLost(StoreError):
+    """A fenced write found the call's lease held by another process: this one must stop
+    driving the call (and issue nothing more for it)."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +96,8 @@ class CallStore(Protocol):
 
     def acquire(self, session_id: str, owner: str, ttl: float) -> bool:
         """Take the call's lease for ``owner`` for ``ttl`` seconds, or renew it if ``owner``
-        holds it. False if another owner holds an unexpired lease."""
+        holds it. False if another owner holds an unexpired lease, or the call is finished
+        (nobody drives it any more)."""
         ...
 
     def release(self, session_id: str, owner: str) -> None:
@@ -154,6 +161,54 @@ class CallStore(Protocol):
         """True if the store is reachable now (for health checks)."""
         ...
 
+    def orphans(self, grace: float, now: float | None = None, *,
+                limit: int = 100) -> list[str]:
+        """Unfinished calls nobody holds (no lease, or a lapsed one) that began at least
+        ``grace`` seconds before ``now``, at most ``limit`` (with more, which ones is up to the
+        backend), oldest first: the calls a live process should take up. One cheap query,
+        whatever the number of calls held."""
+        ...
+
     def close(self) -> None:
         """Release connections and threads. Idempotent."""
         ...
+
+
+Append = tuple[str, dict[str, Any], "str | None", "float | None"]
+"""One entry for :func:`write`: ``(kind, data, dedupe key or None, at or None)``."""
+
+
+def write(store: CallStore, session_id: str, entries: Sequence[Append] = (), *,
+          owner: str | None = None, ttl: float = 0.0,
+          schedule: Sequence[tuple[str, float, dict[str, Any]]] = (),
+          cancel: Sequence[str] = (), finish: str | None = None,
+          quiet_for: str | None = None) -> list[int | None] | None:
+    """Several writes for one call, in one round trip where the backend can (``RedisStore``
+    has a ``write`` method of this signature: one Lua script), else one call each.
+
+    With ``owner``, the call's lease is first taken or renewed for ``owner`` for ``ttl``
+    seconds and, if another owner holds it (or the call is finished), nothing is written and
+    the result is None
+    (fencing: a process that lost a call writes nothing more to its log). Then ``entries``
+    are appended in order (each as :meth:`CallStore.append`: its seq, or None when its key
+    was there already), timers set (``(key, due, data)``) and cancelled (keys), and, with
+    ``finish``, the call is finished with that end reason (see :meth:`CallStore.finish`).
+
+    ``quiet_for``: an owner that handles these entries itself; while it holds the call's lease
+    other processes' subscribers are not told of them (a backend may tell them anyway).
+    """
+    native = getattr(store, "write", None)
+    if native is not None:
+        return native(session_id, entries, owner=owner, ttl=ttl, schedule=schedule,
+                      cancel=cancel, finish=finish, quiet_for=quiet_for)
+    if owner is not None and not store.acquire(session_id, owner, ttl):
+        return None
+    seqs = [store.append(session_id, kind, data, key=key, at=at)
+            for kind, data, key, at in entries]
+    for key, due, data in schedule:
+        store.schedule(session_id, key, due, data)
+    for key in cancel:
+        store.cancel(session_id, key)
+    if finish is not None:
+        store.finish(session_id, finish)
+    return seqs

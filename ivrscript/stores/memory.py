@@ -96,6 +96,8 @@ class MemoryStore:
                 call = self._calls[session_id] = _Call(started=time.time())
             if call.lease is not None and call.lease[0] != owner and call.lease[1] > now:
                 return False
+            if call.finished is not None:
+                return False  # a finished call has no one to drive it
             call.lease = (owner, now + ttl)
             return True
 
@@ -200,3 +202,13 @@ class MemoryStore:
 
     def __repr__(self) -> str:
         return f"<MemoryStore {len(self._calls)} calls>"
+
+    def orphans(self, grace: float, now: float | None = None, *,
+                limit: int = 100) -> list[str]:
+        now = time.time() if now is None else now
+        clock = time.monotonic()
+        with self._lock:
+            found = sorted((c.started, sid) for sid, c in self._calls.items()
+                           if c.finished is None and c.started <= now - grace
+                           and (c.lease is None or c.lease[1] <= clock))
+        return [sid for _, sid in found[:max(int(limit), 1)]]

@@ -13,6 +13,8 @@ one Redis)::
     lease:<session>    the holder's owner id, with a PX expiry (the lease's ttl)
     ctimers:<session>  set of the call's timer members
     calls / finished   sorted sets of session ids by start / finish time
+    lapse              sorted set of unfinished calls by when their lease lapses (0: no
+                       lease), so ``orphans`` reads only the calls nobody holds
     timers / tdata     sorted set of timer members by due time / hash of their data
     meta               hash (setdefault_meta)
     events             a capped stream of session ids, one entry per append, and the pub/sub
@@ -36,7 +38,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -48,18 +50,19 @@ from redis.retry import Retry
 
 from ..errors import ConfigError
 from ..text import shown
-from .base import CallInfo, DueTimer, LogEntry, StoreError, StoreUnavailable
+from .base import Append, CallInfo, DueTimer, LogEntry, StoreError, StoreUnavailable
 
 __all__ = ["RedisStore"]
 
 log = logging.getLogger("ivrscript.stores")
 
-# KEYS: log, keys, call, calls, events (a stream; its name is also the pub/sub channel).
+# KEYS: log, keys, call, calls, events (a stream; its name is also the pub/sub channel), lapse.
 # ARGV: entry, has key, key, at, session, stream length, the appending store's id.
 _APPEND = """
 if ARGV[2] == '1' and redis.call('SADD', KEYS[2], ARGV[3]) == 0 then return false end
 if redis.call('HSETNX', KEYS[3], 'started', ARGV[4]) == 1 then
   redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])
+  redis.call('ZADD', KEYS[6], 0, ARGV[5])
 end
 local n = redis.call('RPUSH', KEYS[1], ARGV[1])
 local id = redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[6], '*', 's', ARGV[5], 'o', ARGV[7])
@@ -67,30 +70,36 @@ redis.call('PUBLISH', KEYS[5], id .. ' ' .. ARGV[7] .. ' ' .. ARGV[5])
 return n
 """
 
-# KEYS: lease, call, calls. ARGV: owner, ttl ms, now, session.
+# KEYS: lease, call, calls, lapse. ARGV: owner, ttl ms, now, session.
 _ACQUIRE = """
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return 0 end
+if redis.call('HEXISTS', KEYS[2], 'finished') == 1 then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 if redis.call('HSETNX', KEYS[2], 'started', ARGV[3]) == 1 then
   redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
 end
+redis.call('ZADD', KEYS[4], tonumber(ARGV[3]) + tonumber(ARGV[2]) / 1000, ARGV[4])
 return 1
 """
 
-# KEYS: lease. ARGV: owner.
+# KEYS: lease, lapse. ARGV: owner, session.
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZADD', KEYS[2], 'XX', 0, ARGV[2])
+end
 return 0
 """
 
-# KEYS: timers, tdata, ctimers, call, calls. ARGV: member, due, data, now, session.
+# KEYS: timers, tdata, ctimers, call, calls, lapse. ARGV: member, due, data, now, session.
 _SCHEDULE = """
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 redis.call('SADD', KEYS[3], ARGV[1])
 if redis.call('HSETNX', KEYS[4], 'started', ARGV[4]) == 1 then
   redis.call('ZADD', KEYS[5], ARGV[4], ARGV[5])
+  redis.call('ZADD', KEYS[6], 0, ARGV[5])
 end
 return 0
 """
@@ -117,9 +126,10 @@ end
 return out
 """
 
-# KEYS: call, calls, finished, lease, ctimers, timers, tdata, log, keys.
+# KEYS: call, calls, finished, lease, ctimers, timers, tdata, log, keys, lapse.
 # ARGV: at, reason, now, session, retention ms (0: none).
 _FINISH = """
+redis.call('ZREM', KEYS[10], ARGV[4])
 if redis.call('HSETNX', KEYS[1], 'started', ARGV[3]) == 1 then
   redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
 end
@@ -140,10 +150,12 @@ end
 return 0
 """
 
-# KEYS: call, log, keys, lease, ctimers, calls, finished, timers, tdata. ARGV: session, cutoff.
+# KEYS: call, log, keys, lease, ctimers, calls, finished, timers, tdata, lapse.
+# ARGV: session, cutoff.
 _EXPIRE_ONE = """
 local finished = redis.call('ZSCORE', KEYS[7], ARGV[1])
 if not finished or tonumber(finished) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZREM', KEYS[10], ARGV[1])
 for _, member in ipairs(redis.call('SMEMBERS', KEYS[5])) do
   redis.call('ZREM', KEYS[8], member)
   redis.call('HDEL', KEYS[9], member)
@@ -152,6 +164,99 @@ redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 redis.call('ZREM', KEYS[6], ARGV[1])
 redis.call('ZREM', KEYS[7], ARGV[1])
 return 1
+"""
+
+# Several writes of one call in one round trip (see ivrscript.stores.base.write).
+# KEYS: log, keys, call, calls, events, lease, ctimers, timers, tdata, finished, lapse.
+# ARGV[1]: JSON {owner ('' none), ttl (ms), now, session, stream, origin, entries: [[text,
+# key ('' none), at]], schedule: [[member, due, data]], cancel: [member], finish ('' none),
+# retention (ms, 0 none), quiet (an owner: no wake-up event while it holds the lease; '' none)};
+# times as strings. Returns {1, seq or 0 (deduped), ...} or {0}
+# (another owner holds the lease: nothing written).
+_WRITE = """
+local a = cjson.decode(ARGV[1])
+local session = a.session
+local function created(at)
+  if redis.call('HSETNX', KEYS[3], 'started', at) == 1 then
+    redis.call('ZADD', KEYS[4], at, session)
+    redis.call('ZADD', KEYS[11], 0, session)
+  end
+end
+local first = a.entries[1]
+created(first and first[3] or a.now)
+if a.owner ~= '' then
+  local holder = redis.call('GET', KEYS[6])
+  if holder and holder ~= a.owner then return {0} end
+  if redis.call('HEXISTS', KEYS[3], 'finished') == 1 then return {0} end
+  redis.call('SET', KEYS[6], a.owner, 'PX', a.ttl)
+  redis.call('ZADD', KEYS[11], tonumber(a.now) + a.ttl / 1000, session)
+end
+local out = {1}
+local appended = false
+for _, e in ipairs(a.entries) do
+  if e[2] ~= '' and redis.call('SADD', KEYS[2], e[2]) == 0 then
+    out[#out + 1] = 0
+  else
+    out[#out + 1] = redis.call('RPUSH', KEYS[1], e[1])
+    appended = true
+  end
+end
+for _, t in ipairs(a.schedule) do
+  redis.call('ZADD', KEYS[8], t[2], t[1])
+  redis.call('HSET', KEYS[9], t[1], t[3])
+  redis.call('SADD', KEYS[7], t[1])
+end
+for _, member in ipairs(a.cancel) do
+  redis.call('ZREM', KEYS[8], member)
+  redis.call('HDEL', KEYS[9], member)
+  redis.call('SREM', KEYS[7], member)
+end
+if a.finish ~= '' then
+  redis.call('ZREM', KEYS[11], session)
+  if redis.call('HSETNX', KEYS[3], 'finished', a.now) == 1 then
+    redis.call('HSET', KEYS[3], 'reason', a.finish)
+    redis.call('ZADD', KEYS[10], a.now, session)
+  end
+  redis.call('DEL', KEYS[6])
+  for _, member in ipairs(redis.call('SMEMBERS', KEYS[7])) do
+    redis.call('ZREM', KEYS[8], member)
+    redis.call('HDEL', KEYS[9], member)
+  end
+  redis.call('DEL', KEYS[7])
+  if a.retention > 0 then
+    for _, key in ipairs({KEYS[3], KEYS[1], KEYS[2]}) do
+      redis.call('PEXPIRE', key, a.retention)
+    end
+  end
+end
+if appended and (a.quiet == '' or redis.call('GET', KEYS[6]) ~= a.quiet) then
+  local id = redis.call('XADD', KEYS[5], 'MAXLEN', '~', a.stream, '*', 's', session,
+                        'o', a.origin)
+  redis.call('PUBLISH', KEYS[5], id .. ' ' .. a.origin .. ' ' .. session)
+end
+return out
+"""
+
+# KEYS: lapse, call prefix (the key of a call is its prefix .. session), calls.
+# ARGV: now, started before, limit, lease prefix.
+_ORPHANS = """
+local out = {}
+local seen = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0,
+                        tonumber(ARGV[3]) * 4 + 16)
+for _, session in ipairs(seen) do
+  if redis.call('HEXISTS', KEYS[2] .. session, 'finished') == 1
+      or redis.call('EXISTS', KEYS[2] .. session) == 0 then
+    redis.call('ZREM', KEYS[1], session)
+  elseif redis.call('EXISTS', ARGV[4] .. session) == 0 then
+    local started = redis.call('ZSCORE', KEYS[3], session)
+    if started and tonumber(started) <= tonumber(ARGV[2]) then
+      out[#out + 1] = session
+      out[#out + 1] = started
+      if #out >= 2 * tonumber(ARGV[3]) then break end
+    end
+  end
+end
+return out
 """
 
 _OPTIONS = {"prefix": str, "retention": float, "socket_timeout": float,
@@ -218,7 +323,8 @@ class RedisStore:
         self._scripts = {name: client.register_script(source) for name, source in [
             ("append", _APPEND), ("acquire", _ACQUIRE), ("release", _RELEASE),
             ("schedule", _SCHEDULE), ("cancel", _CANCEL), ("claim", _CLAIM),
-            ("finish", _FINISH), ("expire", _EXPIRE_ONE)]}
+            ("finish", _FINISH), ("expire", _EXPIRE_ONE), ("write", _WRITE),
+            ("orphans", _ORPHANS)]}
         self._lock = threading.Lock()
         self._subscribers: list[Callable[[str], Any]] = []
         self._reader: threading.Thread | None = None
@@ -292,7 +398,8 @@ class RedisStore:
         with self._redis(f"append to call {shown(session_id)}"):
             seq = self._scripts["append"](
                 keys=[self._key("log", session_id), self._key("keys", session_id),
-                      self._key("call", session_id), self._key("calls"), self._key("events")],
+                      self._key("call", session_id), self._key("calls"), self._key("events"),
+                      self._key("lapse")],
                 args=[entry, "0" if key is None else "1", key or "", _number(when), session_id,
                       self._stream_length, self._id])
         if seq is None:
@@ -302,6 +409,46 @@ class RedisStore:
         for fn in subscribers:  # our own appends: at once, in this thread (as every backend)
             fn(session_id)
         return int(seq)
+
+    def write(self, session_id: str, entries: Sequence[Append] = (), *,
+              owner: str | None = None, ttl: float = 0.0,
+              schedule: Sequence[tuple[str, float, dict[str, Any]]] = (),
+              cancel: Sequence[str] = (), finish: str | None = None,
+              quiet_for: str | None = None) -> list[int | None] | None:
+        """Several writes of one call in one round trip: see
+        :func:`ivrscript.stores.base.write` (one Lua script, atomic)."""
+        now = time.time()
+        rows = []
+        for kind, data, key, at in entries:
+            when = now if at is None else at
+            rows.append([_dumps([kind, when, data]), key or "", _number(when)])
+        args = _dumps({
+            "owner": owner or "", "ttl": max(int(ttl * 1000), 1), "now": _number(now),
+            "session": session_id, "stream": self._stream_length, "origin": self._id,
+            "entries": rows,
+            "schedule": [[self._member(session_id, key), _number(due), _dumps(data or {})]
+                         for key, due, data in schedule],
+            "cancel": [self._member(session_id, key) for key in cancel],
+            "finish": finish or "", "quiet": quiet_for or "",
+            "retention": 0 if self.retention is None or finish is None
+            else max(int(self.retention * 1000), 1)})
+        with self._redis(f"write to call {shown(session_id)}"):
+            answer = self._scripts["write"](
+                keys=[self._key("log", session_id), self._key("keys", session_id),
+                      self._key("call", session_id), self._key("calls"), self._key("events"),
+                      self._key("lease", session_id), self._key("ctimers", session_id),
+                      self._key("timers"), self._key("tdata"), self._key("finished"),
+                      self._key("lapse")],
+                args=[args])
+        if not answer or int(answer[0]) != 1:
+            return None
+        seqs = [int(n) or None for n in answer[1:]]
+        if any(seqs):
+            with self._lock:
+                subscribers = list(self._subscribers)
+            for fn in subscribers:  # our own appends: at once, in this thread
+                fn(session_id)
+        return seqs
 
     def load(self, session_id: str, after: int = 0) -> list[LogEntry]:
         with self._redis(f"load call {shown(session_id)}"):
@@ -324,13 +471,14 @@ class RedisStore:
         with self._redis(f"lease call {shown(session_id)}"):
             taken = self._scripts["acquire"](
                 keys=[self._key("lease", session_id), self._key("call", session_id),
-                      self._key("calls")],
+                      self._key("calls"), self._key("lapse")],
                 args=[owner, max(int(ttl * 1000), 1), _number(time.time()), session_id])
         return bool(taken)
 
     def release(self, session_id: str, owner: str) -> None:
         with self._redis(f"release call {shown(session_id)}"):
-            self._scripts["release"](keys=[self._key("lease", session_id)], args=[owner])
+            self._scripts["release"](keys=[self._key("lease", session_id), self._key("lapse")],
+                                     args=[owner, session_id])
 
     def holder(self, session_id: str) -> str | None:
         with self._redis(f"read the lease of call {shown(session_id)}"):
@@ -349,7 +497,7 @@ class RedisStore:
         with self._redis(f"schedule a timer of call {shown(session_id)}"):
             self._scripts["schedule"](
                 keys=[self._key("timers"), self._key("tdata"), self._key("ctimers", session_id),
-                      self._key("call", session_id), self._key("calls")],
+                      self._key("call", session_id), self._key("calls"), self._key("lapse")],
                 args=[self._member(session_id, key), _number(due), text, _number(time.time()),
                       session_id])
 
@@ -389,7 +537,7 @@ class RedisStore:
                 keys=[self._key("call", session_id), self._key("calls"), self._key("finished"),
                       self._key("lease", session_id), self._key("ctimers", session_id),
                       self._key("timers"), self._key("tdata"), self._key("log", session_id),
-                      self._key("keys", session_id)],
+                      self._key("keys", session_id), self._key("lapse")],
                 args=[_number(when), end_reason, _number(time.time()), session_id, ttl])
 
     def calls(self, *, active: bool | None = None) -> list[CallInfo]:
@@ -422,7 +570,7 @@ class RedisStore:
                     keys=[self._key("call", sid), self._key("log", sid), self._key("keys", sid),
                           self._key("lease", sid), self._key("ctimers", sid),
                           self._key("calls"), self._key("finished"), self._key("timers"),
-                          self._key("tdata")],
+                          self._key("tdata"), self._key("lapse")],
                     args=[sid, _number(cutoff)]))
         return removed
 
@@ -529,6 +677,17 @@ class RedisStore:
                     fn(sid)
                 except Exception:  # a subscriber's bug must not stop the reader
                     log.exception("store subscriber failed for call %s", shown(sid))
+
+    def orphans(self, grace: float, now: float | None = None, *,
+                limit: int = 100) -> list[str]:
+        now = time.time() if now is None else now
+        with self._redis("list calls nobody holds"):
+            found = self._scripts["orphans"](
+                keys=[self._key("lapse"), f"{self.prefix}call:", self._key("calls")],
+                args=[_number(now), _number(now - grace), max(int(limit), 1),
+                      f"{self.prefix}lease:"])
+        pairs = sorted((float(found[i + 1]), str(found[i])) for i in range(0, len(found), 2))
+        return [session for _, session in pairs]
 
     def ping(self) -> bool:
         try:

@@ -278,6 +278,7 @@ class SQLiteStore:
             conn.execute(_NEW_CALL, (session_id, now))
             cur = conn.execute(
                 "UPDATE calls SET lease_owner = ?, lease_expires = ? WHERE session_id = ? AND "
+                "finished IS NULL AND "
                 "(lease_owner IS NULL OR lease_owner = ? OR lease_expires <= ?)",
                 (owner, now + ttl, session_id, owner, now))
             return cur.rowcount == 1
@@ -446,3 +447,13 @@ class SQLiteStore:
 
     def __repr__(self) -> str:
         return f"<SQLiteStore {self.path!r}>"
+
+    def orphans(self, grace: float, now: float | None = None, *,
+                limit: int = 100) -> list[str]:
+        now = time.time() if now is None else now
+        with self._conn() as conn:  # the calls_finished index: only unfinished calls are read
+            rows = conn.execute("SELECT session_id FROM calls WHERE finished IS NULL AND "
+                                "started <= ? AND (lease_owner IS NULL OR lease_expires <= ?) "
+                                "ORDER BY started, session_id LIMIT ?",
+                                (now - grace, now, max(int(limit), 1))).fetchall()
+        return [str(sid) for (sid,) in rows]

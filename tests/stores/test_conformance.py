@@ -384,3 +384,84 @@ def test_ping_and_close(backend: Backend) -> None:
     if backend.shared:
         other = backend.make()
         assert [e.kind for e in other.load("c1")] == ["enter"]
+
+
+# -- calls nobody holds, and several writes at once ------------------------------------------
+
+def test_orphans_are_unfinished_unheld_calls_past_the_grace(backend: Backend) -> None:
+    """orphans(): calls with no lease or a lapsed one, begun before the grace, oldest first;
+    never a held, finished or too young call."""
+    a, b = backend.make(), backend.make()
+    now = time.time()
+    a.append("old-free", "enter", {}, at=now - 60)
+    a.append("old-held", "enter", {}, at=now - 50)
+    a.append("old-done", "enter", {}, at=now - 40)
+    a.append("old-released", "enter", {}, at=now - 30)
+    a.append("young", "enter", {}, at=now)
+    assert a.acquire("old-held", "proc-a", 30)
+    assert a.acquire("old-released", "proc-a", 30)
+    a.release("old-released", "proc-a")
+    a.finish("old-done", "hangup")
+    assert b.orphans(grace=10) == ["old-free", "old-released"]
+    assert b.orphans(grace=10, limit=1) in (["old-free"], ["old-released"])
+    assert b.orphans(grace=0, now=now + 1) == ["old-free", "old-released", "young"]
+    assert b.acquire("old-free", "proc-b", 0.3)  # a lease that lapses: an orphan again
+    assert b.orphans(grace=10) == ["old-released"]
+    wait_for(lambda: a.orphans(grace=10) == ["old-free", "old-released"],
+             "the lapsed lease's call to be an orphan again")
+    b.finish("old-free", "hangup")
+    assert a.orphans(grace=10) == ["old-released"]
+
+
+def test_write_appends_under_the_lease_and_fences_other_owners(backend: Backend) -> None:
+    """write(): entries (deduped), timers and finish for one call; with owner, the lease is
+    taken or renewed first, and another owner's lease means nothing is written."""
+    from ivrscript.stores.base import write
+
+    a, b = backend.make(), backend.make()
+    assert write(a, "c1", [("enter", {"n": 1}, "enter", 100.0), ("request", {"n": 2}, None, None)],
+                 owner="proc-a", ttl=30) == [1, 2]
+    assert b.holder("c1") == "proc-a"
+    assert write(b, "c1", [("callback", {"n": 3}, None, None)], owner="proc-b", ttl=30) is None
+    assert [e.seq for e in a.load("c1")] == [1, 2]  # the fenced write wrote nothing
+    assert write(b, "c1", [("outcome", {"n": 3}, "o:2", None), ("x", {}, "enter", None)],
+                 schedule=[("t1", 1000.0, {"k": 1}), ("t2", 1000.0, {})]) == [3, None]
+    assert write(a, "c1", cancel=["t2"], owner="proc-a", ttl=30) == []
+    assert [(t.key, t.data) for t in a.claim_due("p", now=2000.0)] == [("t1", {"k": 1})]
+    log = b.load("c1")
+    assert [(e.kind, e.data) for e in log] == [("enter", {"n": 1}), ("request", {"n": 2}),
+                                                ("outcome", {"n": 3})]
+    assert log[0].at == 100.0
+    assert write(a, "c1", [("end", {}, "end", None)], owner="proc-a", ttl=30,
+                 finish="hangup") == [4]
+    assert b.holder("c1") is None and b.claim_due("p", now=9000.0) == []
+    assert [(c.session_id, c.end_reason) for c in b.calls(active=False)] == [("c1", "hangup")]
+
+
+def test_a_write_notifies_subscribers_like_an_append(backend: Backend) -> None:
+    """Subscribers hear of a write's entries as of an append's (other store objects too)."""
+    from ivrscript.stores.base import write
+
+    a, b = backend.make(), backend.make()
+    heard_a: list[str] = []
+    heard_b: list[str] = []
+    a.subscribe(heard_a.append)
+    b.subscribe(heard_b.append)
+    write(a, "c9", [("enter", {}, None, None), ("callback", {}, None, None)])
+    assert "c9" in heard_a
+    wait_for(lambda: "c9" in heard_b, "the other store object to hear of the write")
+
+
+def test_a_finished_call_cannot_be_leased(backend: Backend) -> None:
+    """Once finished, a call's lease is refused to everyone (a holder that was away and
+    renews after another process finished the call does not take it back)."""
+    from ivrscript.stores.base import write
+
+    a, b = backend.make(), backend.make()
+    a.append("c1", "enter", {})
+    assert a.acquire("c1", "proc-a", 30)
+    b.finish("c1", "hangup")
+    assert not a.acquire("c1", "proc-a", 30)
+    assert not b.acquire("c1", "proc-b", 30)
+    assert write(a, "c1", [("request", {}, None, None)], owner="proc-a", ttl=30) is None
+    assert a.holder("c1") is None and [e.kind for e in a.load("c1")] == ["enter"]

@@ -204,3 +204,27 @@ def test_wake_ups_missed_while_the_subscription_was_down_still_come(
     finally:
         listener.close()
         writer.close()
+
+
+def test_a_quiet_write_wakes_other_processes_only_when_another_holds_the_call(url: str) -> None:
+    """write(quiet_for=owner): while that owner holds the call's lease (the appending process
+    drives the call itself) other store objects hear nothing; when the lease is another's or
+    nobody's, they hear of it as of any append."""
+    from ivrscript.stores.base import write
+
+    mine, other = RedisStore.from_url(url), RedisStore.from_url(url)
+    heard: list[str] = []
+    try:
+        other.subscribe(heard.append)
+        assert mine.acquire("held", "me", 30)
+        assert other.acquire("theirs", "them", 30)
+        assert write(mine, "held", [("callback", {"n": 1}, None, None)], quiet_for="me") == [1]
+        assert write(mine, "theirs", [("callback", {}, None, None)], quiet_for="me") == [1]
+        assert write(mine, "free", [("callback", {}, None, None)], quiet_for="me") == [1]
+        wait_for(lambda: "theirs" in heard and "free" in heard, "the wake-ups of the others")
+        # the stream and pub/sub are ordered: "held" would have come before "theirs"
+        assert "held" not in heard, heard
+        assert [e.data for e in other.load("held")] == [{"n": 1}]  # stored all the same
+    finally:
+        mine.close()
+        other.close()

@@ -55,3 +55,28 @@ def test_a_phone_of_plain_urls_waits_for_the_platform_side_only() -> None:
         assert phone._apps == []  # noqa: SLF001
         call = next(c for c in app.calls if c.session_id == phone.session_id)
         assert call.wait_until_ended(10) == "forwarded"
+
+
+def test_the_request_that_ended_a_call_is_logged_when_wait_until_ended_returns() -> None:
+    """A forward ends the call while the simulator is still answering it; the request log
+    gets it once answered. ``wait_until_ended`` returns only once it is logged, so a test
+    reading ``requests_log`` right after sees the whole call (50 calls, none missing)."""
+    def main(call: ivr.Call) -> Any:
+        yield ivr.forward(extension="101")
+
+    import concurrent.futures
+
+    def one(sim: Simulator, urls: dict[str, str], i: int) -> list[Any]:
+        phone = sim.call(urls, caller=f"+1555{i:07d}")
+        phone.wait_until_ended(30)
+        assert phone.end_reason == "forwarded"
+        with sim._lock:
+            return [r for r in sim.requests_log
+                    if r.session_id == phone.session_id and r.path.endswith("/forward")]
+
+    with Simulator(speed=20) as sim, App(main, platform=sim) as app, \
+            concurrent.futures.ThreadPoolExecutor(16) as pool:
+        urls = dict(app.callback_urls)
+        logged = list(pool.map(lambda i: one(sim, urls, i), range(200)))
+    missing = [i for i, forwards in enumerate(logged) if len(forwards) != 1]
+    assert missing == [], f"{len(missing)} of 200 calls ended before their forward was logged"

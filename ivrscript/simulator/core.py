@@ -101,6 +101,7 @@ class Simulator(RestApi, PlayRules, CollectRules):
         self.callback_retry = float(callback_retry)
         self.phones: list[Phone] = []
         self.requests_log: list[RestRecord] = []
+        self._rest_open: dict[str, int] = {}  # session -> its REST requests not yet logged
         # Set to a list to log (sessionId, callback kind, time.monotonic()) as each callback is
         # sent (the benchmarks measure the app's reaction time from it); None: not logged.
         self.callback_log: list[tuple[str, str, float]] | None = None

@@ -147,7 +147,9 @@ class Phone:
         for that app's side: its :class:`~ivrscript.Call` finished (the transcript complete)
         and, if the app records, the call's cassette written. All within ``timeout``."""
         deadline = time.monotonic() + timeout
-        self.wait_for(lambda: self.ended, timeout,
+        # ended, and the request that ended it (a forward, a drop) is in requests_log
+        self.wait_for(lambda: self.ended and self.session_id not in self._sim._rest_open,
+                      timeout,
                       f"call {self.session_id} did not end within {timeout} s "
                       f"(still {'listening' if self.listening else 'in progress'})")
         for app in self._apps:

@@ -231,10 +231,18 @@ class RestApi:
         except Exception:
             _log.exception("simulator: %s %s failed", request.method, request.path)
             response = _ApiError(500, "CMN-500", "internal error in the simulator").response()
-        with self._lock:
+        with self._changed:
             self.requests_log.append(RestRecord(request.method, request.path, record["json"],
                                                 response.status_code, record["session_id"],
                                                 time.monotonic()))
+            counted = record.get("counted")
+            if counted is not None:
+                left = self._rest_open[counted] - 1
+                if left > 0:
+                    self._rest_open[counted] = left
+                else:
+                    del self._rest_open[counted]
+                    self._changed.notify_all()  # Phone.wait_until_ended sees it logged
         return response(environ, start_response)
 
     def _handle(self: Simulator, request: Request, record: dict[str, Any]) -> Response:
@@ -256,6 +264,9 @@ class RestApi:
         session_id = args.get("session_id")
         if session_id is not None:
             record["session_id"] = session_id
+            with self._lock:  # in progress until logged (a phone's end waits for its log)
+                self._rest_open[session_id] = self._rest_open.get(session_id, 0) + 1
+                record["counted"] = session_id
         handler = getattr(self, f"_api_{endpoint}")
         result: Response = handler(request, record, **args)
         return result

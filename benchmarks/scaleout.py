@@ -97,11 +97,15 @@ def throughput(store_url: str, count: int, calls: int, concurrency: int,
     group = Group(store_url, count, server)
     try:
         group.run(min(30, calls) * count, min(10, concurrency) * count)  # warm-up
+        before = sum(app.send("cpu")["cpu"] for app in group.apps)
         run = group.run(calls * count, concurrency * count)
+        cpu = sum(app.send("cpu")["cpu"] for app in group.apps) - before
     finally:
         group.close()
+    steps = STEPS_PER_CALL * run["ok"]
     return {"processes": count, "calls": run["calls"], "ok": run["ok"],
-            "seconds": run["seconds"], "steps_per_s": STEPS_PER_CALL * run["ok"] / run["seconds"],
+            "seconds": run["seconds"], "steps_per_s": steps / run["seconds"],
+            "cpu_ms_per_step": 1000 * cpu / steps if steps else float("nan"),
             "errors": run["errors"][:3]}
 
 
@@ -198,6 +202,7 @@ def measure(quick: bool, progress: Any) -> dict[str, Any]:
                      " calls")
             figures.setdefault(label, []).append(result)
     summary = {label: {"steps_per_s": statistics.median(r["steps_per_s"] for r in runs),
+                       "cpu_ms_per_step": statistics.median(r["cpu_ms_per_step"] for r in runs),
                        "runs": [round(r["steps_per_s"]) for r in runs],
                        "failed": sum(r["calls"] - r["ok"] for r in runs),
                        "errors": [e for r in runs for e in r["errors"]][:3]}
@@ -235,11 +240,13 @@ def table(result: dict[str, Any]) -> str:
     load = result.get("load_average")
     lines = [f"({result['cpus']} CPUs, load average at the end "
              f"{', '.join(f'{x:.1f}' for x in load)})"] if load else []
-    lines.append(f"{'processes on store':<20}{'steps/s':>10}{'vs 1 on Redis':>16}")
+    lines.append(f"{'processes on store':<20}{'steps/s':>10}{'vs 1 on Redis':>16}"
+                 f"{'app CPU ms/step':>18}")
     for label, entry in result["throughput"].items():
         ratio = result["vs_one_redis_process"].get(label)
         lines.append(f"{label:<20}{entry['steps_per_s']:>10.0f}"
                      f"{(f'{ratio:.2f}x' if ratio is not None else ''):>16}"
+                     f"{entry['cpu_ms_per_step']:>18.2f}"
                      + (f"   ({entry['failed']} failed)" if entry["failed"] else ""))
     lines.append(f"{'reaction, 1 in flight':<20}{'p50 ms':>10}{'p99 ms':>16}")
     for name, entry in result["reaction"].items():

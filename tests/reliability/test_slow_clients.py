@@ -239,7 +239,9 @@ def test_a_full_house_of_requests_being_answered_gets_503(listeners, sockets):
     """When every connection holds a request the app is answering, a newcomer gets 503
     (with Retry-After) at once; the held ones are answered once the app frees up."""
     release = threading.Event()
-    listener = listeners(lambda kind, body, t: release.wait(10), max_connections=6, threads=2)
+    # The handler holds until released (the finally below): a bound only against a hang, so a
+    # loaded machine cannot free a connection before the newcomer is turned away.
+    listener = listeners(lambda kind, body, t: release.wait(120), max_connections=6, threads=2)
     body = b'{"sessionId": "s"}'
     request = (f"POST /{SECRET}/on-call-exit HTTP/1.1\r\nHost: x\r\n"
                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
@@ -250,7 +252,7 @@ def test_a_full_house_of_requests_being_answered_gets_503(listeners, sockets):
         sockets.append(sock)
     try:
         _wait(lambda: listener.connections >= 6, 10, "6 connections held")
-        extra = socket.create_connection(("127.0.0.1", listener.port), timeout=10)
+        extra = socket.create_connection(("127.0.0.1", listener.port), timeout=60)
         sockets.append(extra)
         extra.sendall(request)
         answer = b""

@@ -197,7 +197,7 @@ def _status_word(status: str) -> str:
     return status
 
 
-@dataclass
+@dataclass(slots=True)
 class _Outgoing:
     token: int
     op: str
@@ -208,7 +208,7 @@ class _Outgoing:
     effect: Effect | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class _PendingCollect:
     sent_at: float
     timeout: float  # seconds as sent to the platform
@@ -224,6 +224,13 @@ class CallEngine:
     platform's clock relative to real time (1/speed on the simulator; 0 disables timing checks,
     as in replay).
     """
+
+    # A parked call keeps its engine: slots, not a dict per engine.
+    __slots__ = ("script", "call", "resolve_media", "on_error", "clock", "time_scale",
+                 "overdue_margin", "_stack", "_waiting", "_out", "_next_token", "_play_id",
+                 "_prompt_id", "_prompt_open", "_collect", "_queued_collect", "_phase",
+                 "_end_reason", "_gone", "_seen", "_awaited", "_play_seconds", "_bad_yields",
+                 "_in_on_error")
 
     def __init__(self, script: Callable[[Call], Any], call: Call, *,
                  resolve_media: MediaResolver = _default_resolver,

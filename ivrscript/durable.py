@@ -36,6 +36,7 @@ import inspect
 import json
 import logging
 import os
+import sys
 import threading
 import time
 import weakref
@@ -778,7 +779,8 @@ class Driver:
             data = {"event": "overdue", "token": event.token, "seconds": event.seconds}
         else:
             raise TypeError(f"cannot store a timer for {event!r}")
-        key = f"{data['event']}:{data.get('token', '')}:{cause_seq}"
+        # Interned: the same flow gives the same keys in every call (one copy for all).
+        key = sys.intern(f"{data['event']}:{data.get('token', '')}:{cause_seq}")
         replay = runner._replay
         if replay is not None and key in replay.fired:
             return

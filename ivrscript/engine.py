@@ -22,6 +22,7 @@ import hashlib
 import inspect
 import json
 import logging
+import sys
 import time
 import types
 from collections.abc import Callable, Generator
@@ -755,8 +756,16 @@ def _on_error_flow(command: Play | Forward | Hangup) -> Generator[Any, Any, None
     yield command
 
 
+_KIND_NAMES: dict[type, str] = {}
+
+
 def _kind(command: Any) -> str:
-    return type(command).__name__.lower()
+    """``play``, ``collect``, ...: one string per type (a parked call's transcript keeps them)."""
+    kind = type(command)
+    name = _KIND_NAMES.get(kind)
+    if name is None:
+        name = _KIND_NAMES.setdefault(kind, sys.intern(kind.__name__.lower()))
+    return name
 
 
 def _bad_yield_message(value: Any) -> str:

@@ -166,6 +166,8 @@ class MemoryStore:
             stored = json.dumps(data or {}, separators=(",", ":"))
         except (TypeError, ValueError) as error:
             raise StoreError(f"timer data must be JSON: {error}") from None
+        if len(stored) <= 256:
+            stored = sys.intern(stored)  # a flow's timers repeat across calls: one copy
         with self._lock:
             call = self._calls.get(session_id)
             if call is None:

@@ -202,23 +202,28 @@ def recovery(folder: str) -> dict[str, Any]:
 
 
 def bytes_per_call(folder: str, calls: int) -> dict[str, Any]:
+    """The SQLite file's growth per finished call, measured with every connection closed
+    (so the WAL is checkpointed into the file and removed: a size, not a WAL's high-water
+    mark), and the log's JSON per call."""
     path = os.path.join(folder, "bytes.db")
-    store = SQLiteStore(path)
     with Simulator(speed=50, default_media_seconds=0.0002) as sim:
+        store = SQLiteStore(path)
         app = App(flow, platform=sim, store=store).start()
         try:
             run_calls(sim, app, 5, 5)
-            store.close()
-            before = _size(path)
-            store2 = SQLiteStore(path)
+        finally:
             app.stop()
-            app = App(flow, platform=sim, store=store2).start()
+            store.close()
+        before = _size(path)
+        store = SQLiteStore(path)
+        app = App(flow, platform=sim, store=store).start()
+        try:
             run_calls(sim, app, calls, 10)
-            json_bytes = [sum(len(json.dumps(e.data)) for e in store2.load(c.session_id))
+            json_bytes = [sum(len(json.dumps(e.data)) for e in store.load(c.session_id))
                           for c in app.calls]
         finally:
             app.stop()
-    store2.close()
+            store.close()
     return {"file_bytes_per_call": (_size(path) - before) / calls,
             "log_json_bytes_per_call": statistics.median(json_bytes)}
 

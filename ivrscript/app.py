@@ -121,6 +121,12 @@ class App:
         except StoreError as error:
             raise ConfigError(f"cannot open the call store {store!r}: {error}") from None
         self._identity = script_identity(script)
+        # Every script this App ran, by identity, while calls that began with it may still
+        # be in progress: a call rebuilt from its log (evicted from the cache, its store
+        # failed) replays the script it began with, not one assigned since (see script).
+        self._script_key = _script_key(self._identity)
+        self._scripts: dict[tuple[str, str, str], Callable[[Call], Any]] = {
+            self._script_key: script}
         self._claim_script(self._identity)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._driver = Driver(self.store, self, owner=self.owner, cache_size=cache_size,
@@ -149,14 +155,23 @@ class App:
     @property
     def script(self) -> Callable[[Call], Any]:
         """The script new calls run; assign a new function to change it (calls in progress
-        keep the one they started with)."""
+        keep the one they started with, also when one is rebuilt from its log: the App keeps
+        an earlier script while calls that began with it are in progress)."""
         return self._script
 
     @script.setter
     def script(self, script: Callable[[Call], Any]) -> None:
         check_script(script)
-        self._script = script
-        self._identity = script_identity(script)
+        identity = script_identity(script)
+        with self._lock:
+            # Scripts no call in progress began with are let go (a call started elsewhere
+            # with an older script replays with this one, as after a restart).
+            running = {call._script_key for call in self.calls if not call.ended}
+            kept = {key: fn for key, fn in self._scripts.items() if key in running}
+            key = _script_key(identity)
+            kept[key] = script
+            self._scripts = kept
+            self._identity, self._script_key, self._script = identity, key, script
         folder = script_dir(script)
         if folder and folder not in self._media.search_dirs:
             self._media.search_dirs.insert(0, folder)
@@ -624,12 +639,21 @@ class App:
 
     # -- the driver's host interface ---------------------------------------------------------
 
-    def new_engine(self, body: dict[str, Any]) -> tuple[CallEngine, Call]:
-        """A fresh engine for the call an on-call-enter body describes (live or replay)."""
+    def new_engine(self, body: dict[str, Any], *, script: dict[str, Any] | None = None
+                   ) -> tuple[CallEngine, Call]:
+        """A fresh engine for the call an on-call-enter body describes (live or replay).
+        ``script``: the identity the call's log has (a replay): the script the call began
+        with if this App still has it, else the current one."""
         call = call_from_enter(body)
-        script = self._script
-        call.script_name = getattr(script, "__qualname__", repr(script))
-        engine = CallEngine(script, call, resolve_media=self._media.resolve,
+        fn, key = self._script, self._script_key
+        if isinstance(script, dict) and script.get("hash"):
+            logged = _script_key(script)
+            earlier = self._scripts.get(logged) if logged != key else None
+            if earlier is not None:
+                fn, key = earlier, logged
+        call._script_key = key
+        call.script_name = getattr(fn, "__qualname__", repr(fn))
+        engine = CallEngine(fn, call, resolve_media=self._media.resolve,
                             on_error=self.on_error, time_scale=self.time_scale,
                             overdue_margin=self.overdue_margin)
         return engine, call
@@ -838,6 +862,10 @@ class App:
     def __repr__(self) -> str:
         where = self.url if self.running else "stopped"
         return f"<App {getattr(self._script, '__name__', '?')} {where}, {len(self.calls)} calls>"
+
+
+def _script_key(identity: dict[str, Any]) -> tuple[str, str, str]:
+    return (str(identity.get("file")), str(identity.get("function")), str(identity.get("hash")))
 
 
 def _store_name(store: Any) -> str:

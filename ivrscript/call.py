@@ -16,8 +16,11 @@ log = logging.getLogger("ivrscript.call")
 # Kinds of transcript events. Commands use their own names (play, collect, forward, hangup).
 RESULT = "result"
 
+_NO_DATA: dict[str, Any] = {}  # shared by events without data: never mutated (see add)
+_ENDING = threading.Lock()  # guards Call._done's lazy creation (few waiters, short holds)
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, slots=True)
 class TranscriptEvent:
     """One entry of a call's log: ``kind``, human ``details``, wall-clock ``time`` and ``data``."""
 
@@ -47,16 +50,21 @@ class Transcript:
     each new event (from the thread that records it: keep it quick).
     """
 
+    __slots__ = ("_events", "_lock", "_subscribers")
+
     def __init__(self, events: list[TranscriptEvent] | None = None) -> None:
         self._events: list[TranscriptEvent] = list(events or ())
         self._lock = threading.Lock()
-        self._subscribers: list[Callable[[TranscriptEvent], Any]] = []
+        # A tuple, replaced on (un)subscribe: most calls have no viewer, and an empty tuple is
+        # shared, so a parked call pays nothing for it; add() reads it without copying.
+        self._subscribers: tuple[Callable[[TranscriptEvent], Any], ...] = ()
 
     def add(self, kind: str, details: str = "", **data: Any) -> TranscriptEvent:
-        event = TranscriptEvent(kind, details, time.time(), data)
+        # Events without data share one empty dict (a parked call keeps every event).
+        event = TranscriptEvent(kind, details, time.time(), data or _NO_DATA)
         with self._lock:
             self._events.append(event)
-            subscribers = list(self._subscribers)
+            subscribers = self._subscribers
         for fn in subscribers:
             try:
                 fn(event)
@@ -67,12 +75,14 @@ class Transcript:
     def subscribe(self, fn: Callable[[TranscriptEvent], Any]) -> Callable[[], None]:
         """Call ``fn(event)`` for every new event; returns a function that unsubscribes."""
         with self._lock:
-            self._subscribers.append(fn)
+            self._subscribers = (*self._subscribers, fn)
 
         def unsubscribe() -> None:
             with self._lock:
                 if fn in self._subscribers:
-                    self._subscribers.remove(fn)
+                    kept = list(self._subscribers)
+                    kept.remove(fn)
+                    self._subscribers = tuple(kept)
 
         return unsubscribe
 
@@ -129,8 +139,12 @@ class Call:
         self.error: BaseException | None = None  # what the script raised, if it did
         self.result: Any = None  # what the script returned
         self.script_name: str = ""
+        self._script_key: Any = None  # which of its App's scripts the call began with
         self.started = time.time()
-        self._done = threading.Event()
+        # Made by the first wait_until_ended (a threading.Event is ~1 KiB: most calls are
+        # never waited on, and a parked call should cost little); see _finish.
+        self._done: threading.Event | None = None
+        self._over = False  # _finish ran: the call ended and the script is done
 
     @property
     def failed(self) -> bool:
@@ -151,11 +165,21 @@ class Call:
         if not self.ended:
             self.ended = True
             self.end_reason = reason
-        self._done.set()
+        with _ENDING:
+            self._over = True
+            done = self._done
+        if done is not None:
+            done.set()
 
     def wait_until_ended(self, timeout: float | None = 10.0) -> str | None:
         """Block until the call has ended and the script is done; returns ``end_reason``."""
-        if not self._done.wait(timeout):
+        with _ENDING:
+            done = self._done
+            if done is None:
+                done = self._done = threading.Event()
+                if self._over:
+                    done.set()
+        if not done.wait(timeout):
             from .errors import IvrError
 
             raise IvrError(f"call {self.session_id} has not ended after {timeout} s")

@@ -36,6 +36,7 @@ import inspect
 import json
 import logging
 import os
+import sys
 import threading
 import time
 import weakref
@@ -89,26 +90,29 @@ def default_store_url(environ: Mapping[str, str] | None = None) -> str:
     return "sqlite:///" + os.path.abspath(store_path(environ))
 
 
+# The identity of each script object, computed once: reading and hashing the source costs
+# more than a whole replay of a short call, and a function's code does not change after it is
+# made (a file edited since, as --reload sees it, does not change the running function).
+_IDENTITIES: weakref.WeakKeyDictionary[Any, dict[str, str]] = weakref.WeakKeyDictionary()
+
+
 def script_identity(script: Callable[..., Any]) -> dict[str, str]:
-    """The script's file, function and source hash, stored at enter: worked out once per
-    function object (reading its source costs more than the rest of a call's own work)."""
+    """The script's file, function and source hash, stored at enter (a new dict each time;
+    computed once per script object)."""
     try:
-        return dict(_identities[script])
-    except (KeyError, TypeError):
-        pass
-    identity = _script_identity(script)
-    try:
-        _identities[script] = identity
-    except TypeError:  # not weakly referenceable: worked out each time
-        pass
-    return dict(identity)
+        known = _IDENTITIES.get(script)
+    except TypeError:  # not weakly referenceable or not hashable: computed each time
+        return _identity(script)
+    if known is None:
+        known = _identity(script)
+        try:
+            _IDENTITIES[script] = known
+        except TypeError:
+            pass
+    return dict(known)
 
 
-# function -> its identity; a reloaded script is a new function object, so it is worked out anew
-_identities: weakref.WeakKeyDictionary[Any, dict[str, str]] = weakref.WeakKeyDictionary()
-
-
-def _script_identity(script: Callable[..., Any]) -> dict[str, str]:
+def _identity(script: Callable[..., Any]) -> dict[str, str]:
     target = inspect.unwrap(script)
     try:
         source = inspect.getsource(target)
@@ -162,28 +166,64 @@ class _Corrupt(Exception):
     """A log entry that cannot be read back."""
 
 
-@dataclass(slots=True)
+class _Seqs(list):  # type: ignore[type-arg]
+    """A few seqs (a list is a third of an empty set's size): what ``CallRunner.own`` holds
+    between appending entries and loading them back, a handful at most."""
+
+    __slots__ = ()
+
+    def add(self, seq: int) -> None:
+        if seq not in self:
+            self.append(seq)
+
+    def discard(self, seq: int) -> None:
+        if seq in self:
+            self.remove(seq)
+
+
+class _Replay:
+    """What a replay (a cache miss) still has to match; dropped once the call goes live."""
+
+    __slots__ = ("requests", "head", "outcomes", "effect_results", "fired", "aborts",
+                 "deferred")
+
+    def __init__(self) -> None:
+        self.requests: list[LogEntry] = []  # logged requests, in order; head: the next one
+        self.head = 0
+        self.outcomes: dict[int, LogEntry] = {}  # by request seq
+        self.effect_results: set[int] = set()  # request seqs with a result
+        self.fired: set[str] = set()  # timer keys already fired
+        self.aborts: list[LogEntry] = []
+        self.deferred: list[tuple[int, Wait, float]] = []  # the replay's timers
+
+    def next_request(self) -> LogEntry | None:
+        return self.requests[self.head] if self.head < len(self.requests) else None
+
+    def remaining(self) -> list[LogEntry]:
+        return self.requests[self.head:]
+
+
+@dataclass(slots=True, eq=False)
 class CallRunner:
     """One call this process drives: its engine (None until the enter is fed), where it is in
-    the log, and what a replay still has to match."""
+    the log, and what a replay still has to match.
+
+    A parked call keeps one of these for as long as it is cached, so containers are made
+    only when needed (``_replay`` only on a cache miss, dropped once the call is live)."""
 
     session_id: str
     engine: CallEngine | None = None
     call: Call | None = None
     loaded: int = 0  # highest seq loaded from the store
     cursor: int = 0  # highest seq fed in log order
-    own: set[int] = field(default_factory=set)  # appended here, already consumed
-    live_errors: dict[int, BaseException] = field(default_factory=dict)  # effect exceptions
+    _own: _Seqs | None = None  # appended here, already consumed (see ``own``)
+    _errors: dict[int, BaseException] | None = None  # see ``live_errors``
     lease_at: float = -1e9  # monotonic time the lease was last taken or renewed
-    entries: dict[int, LogEntry] = field(default_factory=dict)  # loaded, not yet fed
-    requests: collections.deque[LogEntry] = field(default_factory=collections.deque)
-    outcomes: dict[int, LogEntry] = field(default_factory=dict)  # by request seq
-    effect_results: set[int] = field(default_factory=set)  # request seqs with a result
-    fired: set[str] = field(default_factory=set)  # timer keys already fired
-    aborts: list[LogEntry] = field(default_factory=list)
-    tokens: dict[int, int] = field(default_factory=dict)  # effect request seq -> token
+    _pending: list[LogEntry] | None = None  # inputs loaded, not yet fed, in log order
+    _head: int = 0  # the next of _pending to feed
+    _replay: _Replay | None = None
+    _tokens: dict[int, int] | None = None  # effect request seq -> token
     steps: int = 0  # requests matched or logged so far
-    deferred: list[tuple[int, Wait, float]] = field(default_factory=list)  # replay's timers
     now: float = 0.0  # the logged time of the entry being fed (the engine's clock)
     replaying: bool = True
     observed: bool = False  # this process received the call's enter and announced the call
@@ -194,6 +234,51 @@ class CallRunner:
     scheduled: bool = False
     wake_again: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def own(self) -> _Seqs:
+        """Seqs this process appended and consumed already (skipped when loaded back); a
+        set's add, discard and ``in``."""
+        if self._own is None:
+            self._own = _Seqs()
+        return self._own
+
+    @property
+    def live_errors(self) -> dict[int, BaseException]:
+        """Effect exceptions raised in this process, by request token (re-raised as is)."""
+        if self._errors is None:
+            self._errors = {}
+        return self._errors
+
+    @property
+    def entries(self) -> dict[int, LogEntry]:
+        """The inputs loaded and not yet fed, by seq (a snapshot)."""
+        pending = self._pending
+        return {} if pending is None else {e.seq: e for e in pending[self._head:]}
+
+    @property
+    def requests(self) -> list[LogEntry]:
+        """The logged requests a replay has not matched yet (a snapshot)."""
+        return [] if self._replay is None else self._replay.remaining()
+
+    @property
+    def deferred(self) -> list[tuple[int, Wait, float]]:
+        """Timers a replay met, set once it is over (a snapshot)."""
+        return [] if self._replay is None else list(self._replay.deferred)
+
+    def effect_token(self, seq: int, token: int) -> None:
+        if self._tokens is None:
+            self._tokens = {}
+        self._tokens[seq] = token
+
+    def clock(self) -> float:
+        """The engine's clock: the logged time of the entry being fed."""
+        return self.now
+
+    def replay_state(self) -> _Replay:
+        if self._replay is None:
+            self._replay = _Replay()
+        return self._replay
 
 
 class Driver:
@@ -534,39 +619,62 @@ class Driver:
                 or entry.kind not in ENTRY_KINDS:
             raise _Corrupt(f"log entry {getattr(entry, 'seq', '?')} is not an entry this "
                            "version writes")
-        runner.loaded = max(runner.loaded, entry.seq)
-        if entry.seq in runner.own:
-            runner.own.discard(entry.seq)
+        if entry.seq > runner.loaded:
+            runner.loaded = entry.seq
+        own = runner._own
+        if own is not None and entry.seq in own:
+            own.discard(entry.seq)
+            if not own:
+                runner._own = None
             return
         data = entry.data
+        kind = entry.kind
         try:
-            if entry.kind == "request":
-                runner.requests.append(entry)
-            elif entry.kind == "outcome":
-                runner.outcomes[int(data["req"])] = entry
-            elif entry.kind == "timer":
-                runner.fired.add(str(data["key"]))
-                runner.entries[entry.seq] = entry
-            elif entry.kind == "effect":
-                runner.effect_results.add(int(data["req"]))
-                runner.entries[entry.seq] = entry
-            elif entry.kind == "abort":
-                runner.aborts.append(entry)
-                runner.entries[entry.seq] = entry
-            elif entry.kind in _INPUTS:
-                runner.entries[entry.seq] = entry
-            elif entry.kind == "end":
-                runner.entries[entry.seq] = entry
+            if kind == "request":
+                runner.replay_state().requests.append(entry)
+                return
+            if kind == "outcome":
+                runner.replay_state().outcomes[int(data["req"])] = entry
+                return
+            if kind == "timer":
+                key = str(data["key"])
+                if runner.replaying:
+                    runner.replay_state().fired.add(key)
+            elif kind == "effect":
+                req = int(data["req"])
+                if runner.replaying:
+                    runner.replay_state().effect_results.add(req)
+            elif kind == "abort":
+                runner.replay_state().aborts.append(entry)
+            pending = runner._pending
+            if pending is None:
+                runner._pending = [entry]
+            else:
+                pending.append(entry)
         except (KeyError, TypeError, ValueError) as error:
             raise _Corrupt(f"log entry {entry.seq} ({entry.kind}) is corrupt: "
                            f"{type(error).__name__} {error}") from None
 
     def _next_input(self, runner: CallRunner) -> LogEntry | None:
-        while runner.entries:
-            seq = min(runner.entries)
-            entry = runner.entries.pop(seq)
-            runner.cursor = seq
-            return entry
+        """The next input in log order (entries are indexed in load order, which is log
+        order); None once all are fed, and then a replay that matched every logged request
+        is over: its pending timers are set and its state dropped."""
+        pending = runner._pending
+        if pending is not None:
+            head = runner._head
+            if head < len(pending):
+                entry = pending[head]
+                runner._head = head + 1
+                runner.cursor = entry.seq
+                return entry
+            runner._pending = None
+            runner._head = 0
+        replay = runner._replay
+        if replay is not None and replay.head >= len(replay.requests) and not runner.done:
+            runner.replaying = False
+            if replay.deferred:
+                self._flush_timers(runner)
+            runner._replay = None
         return None
 
     def _feed(self, runner: CallRunner, entry: LogEntry) -> None:
@@ -594,9 +702,9 @@ class Driver:
 
     def _enter(self, runner: CallRunner, entry: LogEntry) -> None:
         if runner.engine is None or runner.call is None:
-            runner.engine, runner.call = self.host.new_engine(entry.data["body"])
+            runner.engine, runner.call = self._new_engine(entry.data)
         engine, call = runner.engine, runner.call
-        engine.clock = lambda: runner.now
+        engine.clock = runner.clock
         runner.started = True
         runner.entered_at = entry.at
         logged = entry.data.get("script") or {}
@@ -608,6 +716,17 @@ class Driver:
         if not runner.observed:
             self.host.call_entered(call, observed=False)
         self._run(runner, entry, self._start(runner))
+
+    def _new_engine(self, data: dict[str, Any]) -> tuple[CallEngine, Call]:
+        """A fresh engine for a replay: the host is given the script identity the call
+        entered with, so it can run the very script the call began with (see
+        ``App.script``); a host that does not take it gets the body alone."""
+        try:
+            return self.host.new_engine(data["body"], script=data.get("script") or None)
+        except TypeError as error:
+            if "script" not in str(error):
+                raise
+            return self.host.new_engine(data["body"])
 
     def _start(self, runner: CallRunner) -> list[Any]:
         assert runner.engine is not None
@@ -645,13 +764,18 @@ class Driver:
                 return Overdue(int(data["token"]), float(data["seconds"]))
             raise ValueError(f"unknown timer event {event!r}")
         if entry.kind == "effect":
-            token = runner.tokens.pop(int(data["req"]), None)
+            tokens = runner._tokens
+            token = None if tokens is None else tokens.pop(int(data["req"]), None)
             if token is None:
                 return None  # the result of an effect a drifted script no longer waits for
+            if not tokens:
+                runner._tokens = None
             error = data.get("error")
             if error is not None:
+                errors = runner._errors
                 return EffectDone(token, error=_rebuild_error(
-                    error["type"], error["message"], runner.live_errors.pop(token, None)))
+                    error["type"], error["message"],
+                    None if errors is None else errors.pop(token, None)))
             return EffectDone(token, data.get("value"))
         if entry.kind == "abort":
             if data.get("type") == "ScriptChanged":
@@ -681,22 +805,25 @@ class Driver:
     def _request(self, runner: CallRunner, request: Request) -> Any:
         """Match the request with the log (replay) or log and send it (live); the engine
         event to feed back (None for a cancel and for an effect: its result comes later)."""
-        if runner.requests:
-            logged = runner.requests[0]
+        replay = runner._replay
+        logged = None if replay is None else replay.next_request()
+        if logged is not None:
+            assert replay is not None
+            data = logged.data
             # Request args are JSON-shaped already (str, numbers, bool, None, lists).
-            if logged.data.get("op") != request.op or logged.data.get("args") != request.args:
+            if data.get("op") != request.op or data.get("args") != request.args:
                 return "drift"
-            runner.requests.popleft()
+            replay.head += 1
             runner.steps += 1
             seq = logged.seq
             if request.op == "effect":
-                runner.tokens[seq] = request.token
-                if seq not in runner.effect_results:
+                runner.effect_token(seq, request.token)
+                if seq not in replay.effect_results:
                     log.warning("call %s: the effect %s was running at a restart: running it "
                                 "again", shown(runner.session_id), request.command)
                     self.host.run_effect(runner, request, seq)
                 return None
-            outcome = runner.outcomes.pop(seq, None)
+            outcome = replay.outcomes.pop(seq, None)
             if outcome is None:
                 if request.op == "cancel":
                     return None
@@ -715,7 +842,7 @@ class Driver:
         self._own(runner, seq)
         runner.steps += 1
         if request.op == "effect":
-            runner.tokens[seq] = request.token
+            runner.effect_token(seq, request.token)
             self.host.run_effect(runner, request, seq)
             return None
         return self._send(runner, request, seq)
@@ -764,7 +891,9 @@ class Driver:
 
     def _drifted(self, runner: CallRunner, request: Request) -> list[Any]:
         """The script issued something else than the log has here: ScriptChanged."""
-        logged = runner.requests[0]
+        replay = runner.replay_state()
+        logged = replay.next_request()
+        assert logged is not None
         step = runner.steps + 1
         old, new = logged.data.get("args") or {}, json.loads(json.dumps(request.args))
         if logged.data.get("op") == request.op and isinstance(old, dict):
@@ -777,7 +906,7 @@ class Driver:
                    f"({was}) but the script now issues {request.command} ({now}) at "
                    f"{request.where}: the script changed since the call began")
         error = ScriptChanged(message)
-        existing = next((a for a in runner.aborts if a.data.get("type") == "ScriptChanged"), None)
+        existing = next((a for a in replay.aborts if a.data.get("type") == "ScriptChanged"), None)
         if existing is None:
             seq = self.append(runner.session_id, "abort",
                               {"type": "ScriptChanged", "message": message},
@@ -786,7 +915,8 @@ class Driver:
             seq = seq if seq is not None else runner.loaded
         else:
             seq = existing.seq
-        runner.requests = collections.deque(r for r in runner.requests if r.seq > seq)
+        replay.requests = [r for r in replay.remaining() if r.seq > seq]
+        replay.head = 0
         log.error("call %s: %s", shown(runner.session_id), message)
         return self._handle(runner, Abort(error))
 
@@ -794,12 +924,15 @@ class Driver:
         if runner.replaying:
             # Most timers a replay meets are long over (a collect's overdue timer, a wait
             # whose resend is logged): set only the ones still pending once it is done.
-            runner.deferred.append((cause.seq, wait, runner.now + wait.seconds))
+            runner.replay_state().deferred.append((cause.seq, wait, runner.now + wait.seconds))
             return
         self._set_timer(runner, cause.seq, wait, runner.now + wait.seconds)
 
     def _flush_timers(self, runner: CallRunner) -> None:
-        deferred, runner.deferred = runner.deferred, []
+        replay = runner._replay
+        if replay is None:
+            return
+        deferred, replay.deferred = replay.deferred, []
         awaited = runner.engine.awaited if runner.engine is not None else None
         for cause_seq, wait, due in deferred:
             if isinstance(wait.event, Overdue) and wait.event.token != awaited:
@@ -816,8 +949,10 @@ class Driver:
             data = {"event": "overdue", "token": event.token, "seconds": event.seconds}
         else:
             raise TypeError(f"cannot store a timer for {event!r}")
-        key = f"{data['event']}:{data.get('token', '')}:{cause_seq}"
-        if key in runner.fired:
+        # Interned: the same flow gives the same keys in every call (one copy for all).
+        key = sys.intern(f"{data['event']}:{data.get('token', '')}:{cause_seq}")
+        replay = runner._replay
+        if replay is not None and key in replay.fired:
             return
         data["key"] = key
         self._defer_timer(runner.session_id, key, due, data)
@@ -855,8 +990,9 @@ class Driver:
         """A log that cannot be read: end this call through on_error, nothing else."""
         log.error("call %s: %s; ending the call", shown(runner.session_id), why)
         engine = runner.engine
-        runner.entries.clear()
-        runner.requests.clear()
+        runner._pending = None
+        runner._head = 0
+        runner._replay = None
         if engine is not None and not engine.done:
             runner.now = time.time()
             try:

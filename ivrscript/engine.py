@@ -22,6 +22,7 @@ import hashlib
 import inspect
 import json
 import logging
+import sys
 import time
 import types
 from collections.abc import Callable, Generator
@@ -197,7 +198,7 @@ def _status_word(status: str) -> str:
     return status
 
 
-@dataclass
+@dataclass(slots=True)
 class _Outgoing:
     token: int
     op: str
@@ -208,7 +209,7 @@ class _Outgoing:
     effect: Effect | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class _PendingCollect:
     sent_at: float
     timeout: float  # seconds as sent to the platform
@@ -224,6 +225,13 @@ class CallEngine:
     platform's clock relative to real time (1/speed on the simulator; 0 disables timing checks,
     as in replay).
     """
+
+    # A parked call keeps its engine: slots, not a dict per engine.
+    __slots__ = ("script", "call", "resolve_media", "on_error", "clock", "time_scale",
+                 "overdue_margin", "_stack", "_waiting", "_out", "_next_token", "_play_id",
+                 "_prompt_id", "_prompt_open", "_collect", "_queued_collect", "_phase",
+                 "_end_reason", "_gone", "_seen", "_awaited", "_play_seconds", "_bad_yields",
+                 "_in_on_error")
 
     def __init__(self, script: Callable[[Call], Any], call: Call, *,
                  resolve_media: MediaResolver = _default_resolver,
@@ -750,8 +758,16 @@ def _on_error_flow(command: Play | Forward | Hangup) -> Generator[Any, Any, None
     yield command
 
 
+_KIND_NAMES: dict[type, str] = {}
+
+
 def _kind(command: Any) -> str:
-    return type(command).__name__.lower()
+    """``play``, ``collect``, ...: one string per type (a parked call's transcript keeps them)."""
+    kind = type(command)
+    name = _KIND_NAMES.get(kind)
+    if name is None:
+        name = _KIND_NAMES.setdefault(kind, sys.intern(kind.__name__.lower()))
+    return name
 
 
 def _bad_yield_message(value: Any) -> str:

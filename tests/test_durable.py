@@ -636,3 +636,87 @@ def test_a_lost_update_ends_the_call_once_overdue(sim: Any, make_app: Any, caplo
     call.wait_until_ended(WAIT)
     assert "no update came for the collect" in str(call.error)
     assert any("no update came for the collect" in r.getMessage() for r in caplog.records)
+
+
+# -- a reassigned script: calls in progress keep theirs, also when rebuilt -------------------
+
+
+def old_flow(call: Call) -> Any:
+    yield ivr.play("https://example.com/old-welcome.wav")
+    pin = yield ivr.collect("xxxx", timeout=300)
+    yield ivr.play(f"https://example.com/old-{pin}.wav")
+
+
+def new_flow(call: Call) -> Any:
+    yield ivr.play("https://example.com/new-welcome.wav")
+    pin = yield ivr.collect("xx", timeout=300)
+    yield ivr.play(f"https://example.com/new-{pin}.wav")
+
+
+def test_an_evicted_call_replays_the_script_it_began_with(sim: Any, make_app: Any,
+                                                          caplog: pytest.LogCaptureFixture
+                                                          ) -> None:
+    """A call parked, app.script reassigned, a second call evicts the first from a cache of
+    one: the first is rebuilt from its log with the old script (no ScriptChanged, no warning
+    about a changed source) and finishes with the old flow; the second runs the new one."""
+    app = make_app(old_flow, cache_size=1)
+    first = sim.call(app)
+    first.wait_until_listening(WAIT)
+    app.script = new_flow
+    second = sim.call(app)
+    second.wait_until_listening(WAIT)
+    assert app._driver.runner(first.session_id, create=False) is None, "not evicted"
+    with caplog.at_level(logging.WARNING, logger="ivrscript.durable"):
+        first.press("1234")
+        assert first.wait_until_ended(WAIT) == "hangup"
+    assert first.heard == ["https://example.com/old-welcome.wav",
+                           "https://example.com/old-1234.wav"]
+    rebuilt = next(c for c in app.calls if c.session_id == first.session_id)
+    assert rebuilt.wait_until_ended(WAIT) == "hangup"
+    assert rebuilt.error is None, rebuilt.error
+    assert rebuilt.script_name == "old_flow"
+    assert "changed since the call entered" not in caplog.text
+    second.press("12")
+    assert second.wait_until_ended(WAIT) == "hangup"
+    assert second.heard == ["https://example.com/new-welcome.wav",
+                            "https://example.com/new-12.wav"]
+    # With no call of the old script left, the next assignment lets it go.
+    app.script = new_flow
+    assert list(app._scripts.values()) == [new_flow]
+
+
+def test_a_script_no_app_kept_replays_with_the_current_one(sim: Any, make_app: Any) -> None:
+    """A call whose script the App no longer has (a call that began before a restart, here:
+    the App let the old script go) is rebuilt with the current script, and a different flow
+    there is ScriptChanged, as before."""
+    app = make_app(old_flow, cache_size=1, on_error=ivr.forward(extension="0"))
+    first = sim.call(app)
+    first.wait_until_listening(WAIT)
+    app.script = new_flow
+    app._scripts.clear()  # as if the old script were gone (another process, a restart)
+    second = sim.call(app)
+    second.wait_until_listening(WAIT)
+    first.press("1234")
+    assert first.wait_until_ended(WAIT) == "forwarded"
+    rebuilt = next(c for c in app.calls if c.session_id == first.session_id)
+    rebuilt.wait_until_ended(WAIT)
+    assert isinstance(rebuilt.error, ivr.ScriptChanged), rebuilt.error
+    second.hang_up()
+
+
+def test_a_parked_live_call_keeps_no_replay_state() -> None:
+    """After each drain a live call holds no replay state, no pending inputs and no sets of
+    its own seqs (a parked call should cost little); a replayed call drops its replay state
+    once it has matched the log."""
+    store = MemoryStore()
+    host = live_until_play(store)
+    runner = host.driver.runner("s-1", create=False)
+    assert runner is not None
+    assert (runner._replay, runner._pending, runner._tokens) == (None, None, None)
+    # only what it appended since it last loaded the log (skipped when loaded back)
+    assert runner._own is None or all(seq > runner.loaded for seq in runner._own)
+    again = Host(store, pin_script)
+    again.drain()
+    runner = again.driver.runner("s-1", create=False)
+    assert runner is not None and not runner.replaying
+    assert (runner._replay, runner._pending) == (None, None)

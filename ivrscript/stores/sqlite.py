@@ -70,6 +70,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 _NEW_CALL = "INSERT INTO calls (session_id, started) VALUES (?, ?) ON CONFLICT DO NOTHING"
+_COUNT_ENTRY = ("INSERT INTO calls (session_id, started, entries) VALUES (?, ?, 1) "
+                "ON CONFLICT (session_id) DO UPDATE SET entries = entries + 1 RETURNING entries")
 
 
 def _json(data: Any) -> str:
@@ -228,14 +230,13 @@ class SQLiteStore:
         row_id: int | None = None
         try:
             with self._conn(write=True) as conn:
-                conn.execute(_NEW_CALL, (session_id, when))
                 if key is not None and conn.execute(
                         "SELECT 1 FROM log WHERE session_id = ? AND key = ?",
                         (session_id, key)).fetchone():
                     return None
-                (seq,) = conn.execute("UPDATE calls SET entries = entries + 1 "
-                                      "WHERE session_id = ? RETURNING entries",
-                                      (session_id,)).fetchone()
+                # One statement makes the call's row or counts the entry (one round trip
+                # fewer per append than an insert then an update).
+                (seq,) = conn.execute(_COUNT_ENTRY, (session_id, when)).fetchone()
                 row_id = conn.execute("INSERT INTO log (session_id, seq, kind, data, at, key) "
                                       "VALUES (?, ?, ?, ?, ?, ?)",
                                       (session_id, seq, kind, text, when, key)).lastrowid

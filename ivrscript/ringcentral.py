@@ -9,10 +9,12 @@ messages masked and escaped). Tokens, JWTs, client secrets and Authorization hea
 reach a log line.
 
 The session is what users configure (proxies, CA bundle, mounted adapters). While it is as
-the client built it, a command skips requests' per-request machinery and goes straight to the
-session adapter's own urllib3 pool (same kept-alive connections, same timeouts and deadline):
-about half the client's CPU. Anything mounted over that adapter (the recorder mounts vcrpy's
-stubs there) or a proxy sends every request through the session again.
+the client built it, a command skips requests' and urllib3's per-request machinery and goes
+out on a kept-alive ``http.client`` connection of the worker thread's own (same timeouts, same
+total deadline, the session's CA bundle or ``verify=False``): about half the client's CPU, and
+14% of the app's per call against the urllib3 pool it used before (benchmarks/app_cpu.py's
+lean platform, interleaved). A proxy, or an adapter mounted over the client's own, sends every
+request through the session again.
 """
 
 from __future__ import annotations
@@ -180,9 +182,8 @@ class RingCentral:
         self._session.mount("https://", adapter)
         self._session.mount("http://", adapter)
         self._adapter = adapter
-        self._pool_for: tuple[Any, Any] | None = None  # (session.verify, its urllib3 pool)
+        self._kept = _KeptAlive(self.timeout)  # the lean path's connections, one per thread
         self._base_path: tuple[str, str] | None = None  # (server_url, its path)
-        self._timeouts = urllib3.Timeout(connect=self.timeout[0], read=self.timeout[1])
         # Token auth is stateless; a cookie jar shared by threads would only add races.
         self._session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
         self._session.headers.update({
@@ -439,8 +440,9 @@ class RingCentral:
                 and isinstance(session.verify, bool | str))
 
     def _send_lean(self, method: str, path: str, body: Any, auth: _Auth) -> requests.Response:
-        """One exchange on the adapter's own urllib3 pool (the same kept-alive connections
-        and deadline watch); the answer as a requests.Response, errors as requests' own."""
+        """One exchange on this thread's kept-alive ``http.client`` connection (the same
+        timeouts and deadline watch as requests' path); the answer as a requests.Response,
+        errors as requests' own."""
         session = self._session
         url = self.server_url + path
         headers = dict(session.headers)
@@ -449,33 +451,13 @@ class RingCentral:
         if body is not None:
             payload = json_module.dumps(body, allow_nan=False).encode("utf-8")
             headers["Content-Type"] = "application/json"
-        try:
-            try:
-                raw = self._lean_pool(url).urlopen(
-                    method, self._path_of(path), body=payload, headers=headers, retries=False,
-                    redirect=False, timeout=self._timeouts, preload_content=True,
-                    decode_content=True)
-            except urllib3.exceptions.ClosedPoolError:  # closed before anything was sent
-                self._pool_for = None
-                raw = self._lean_pool(url).urlopen(
-                    method, self._path_of(path), body=payload, headers=headers, retries=False,
-                    redirect=False, timeout=self._timeouts, preload_content=True,
-                    decode_content=True)
-        except urllib3.exceptions.NewConnectionError as exc:
-            raise requests.ConnectionError(exc) from exc
-        except urllib3.exceptions.ConnectTimeoutError as exc:
-            raise requests.ConnectTimeout(exc) from exc
-        except urllib3.exceptions.ReadTimeoutError as exc:
-            raise requests.ReadTimeout(exc) from exc
-        except urllib3.exceptions.SSLError as exc:
-            raise requests.exceptions.SSLError(exc) from exc
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise requests.ConnectionError(exc) from exc
+        status, reason, raw_headers, content = self._kept.exchange(
+            url, method, self._path_of(path), payload, headers, session.verify)
         response = requests.Response()
-        response.status_code = raw.status
-        response.headers = requests.structures.CaseInsensitiveDict(raw.headers)
-        response._content = raw.data
-        response.reason = raw.reason or ""
+        response.status_code = status
+        response.headers = requests.structures.CaseInsensitiveDict(raw_headers)
+        response._content = content
+        response.reason = reason
         response.encoding = requests.utils.get_encoding_from_headers(response.headers)
         response.url = url
         return response
@@ -487,23 +469,6 @@ class RingCentral:
         if cached is None or cached[0] != self.server_url:
             cached = self._base_path = (self.server_url, urlsplit(self.server_url).path)
         return cached[1] + path
-
-    def _lean_pool(self, url: str) -> Any:
-        """The adapter's urllib3 pool for the platform's host, looked up once per TLS setting
-        (the lookup parses the URL and takes the pool manager's lock: a few % of a call)."""
-        verify = self._session.verify
-        cached = self._pool_for
-        if cached is not None and cached[0] == verify:
-            return cached[1]
-        pool_kwargs: dict[str, Any] = {}
-        if url.startswith("https:"):
-            pool_kwargs = ({"cert_reqs": "CERT_NONE"} if verify is False else
-                           {"cert_reqs": "CERT_REQUIRED",
-                            "ca_certs": verify if isinstance(verify, str)
-                            else requests.utils.DEFAULT_CA_BUNDLE_PATH})
-        pool = self._adapter.poolmanager.connection_from_url(url, pool_kwargs=pool_kwargs)
-        self._pool_for = (verify, pool)
-        return pool
 
     def _past_deadline(self, method: str, allowed: float) -> str:
         unsent = " (not retried: it may have been carried out)" if method == "POST" else ""
@@ -652,6 +617,7 @@ class RingCentral:
         """Close the pooled connections. The client cannot be used afterwards."""
         self._closed = True
         self._session.close()
+        self._kept.close()
         self._deadlines.close()
 
     def __enter__(self) -> RingCentral:
@@ -741,6 +707,118 @@ class _Deadlines:
                         except OSError:
                             pass
                 self._cond.wait(self._TICK)
+
+
+class _KeptAlive:
+    """One kept-alive ``http.client`` connection per thread to the platform: the lean path's
+    transport (a command costs a fraction of urllib3's pool machinery). A connection the server
+    closed while idle is noticed before reuse (as urllib3 does) and opened again; errors come
+    out as requests' exceptions, so the client's messages stay the same."""
+
+    def __init__(self, timeout: tuple[float, float]) -> None:
+        self.timeout = timeout
+        self._local = threading.local()
+        self._all: set[Any] = set()
+        self._lock = threading.Lock()
+        self._contexts: dict[Any, Any] = {}
+
+    def _connection(self, url: str, verify: Any) -> Any:
+        import http.client
+
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.hostname, parts.port, str(verify))
+        held = getattr(self._local, "held", None)
+        if held is not None and held[0] == key:
+            return held[1]
+        if held is not None:
+            self._drop(held[1])
+        host = parts.hostname or ""
+        if parts.scheme == "https":
+            conn: Any = http.client.HTTPSConnection(host, parts.port or 443,
+                                                    timeout=self.timeout[0],
+                                                    context=self._context(verify))
+        else:
+            conn = http.client.HTTPConnection(host, parts.port or 80, timeout=self.timeout[0])
+        self._local.held = (key, conn)
+        with self._lock:
+            self._all.add(conn)
+        return conn
+
+    def _context(self, verify: Any) -> Any:
+        import ssl
+
+        key = str(verify)
+        context = self._contexts.get(key)
+        if context is None:
+            if verify is False:
+                context = ssl._create_unverified_context()
+            else:
+                context = ssl.create_default_context(
+                    cafile=verify if isinstance(verify, str)
+                    else requests.utils.DEFAULT_CA_BUNDLE_PATH)
+            self._contexts[key] = context
+        return context
+
+    def _drop(self, conn: Any) -> None:
+        conn.close()
+        with self._lock:
+            self._all.discard(conn)
+        held = getattr(self._local, "held", None)
+        if held is not None and held[1] is conn:
+            self._local.held = None
+
+    def exchange(self, url: str, method: str, target: str, body: bytes | None,
+                 headers: dict[str, str], verify: Any
+                 ) -> tuple[int, str, list[tuple[str, str]], bytes]:
+        import http.client
+        import ssl
+
+        from urllib3.util.wait import wait_for_read
+
+        conn = self._connection(url, verify)
+        if conn.sock is not None and wait_for_read(conn.sock, timeout=0.0):
+            conn.close()  # the server closed it while idle (or sent what nobody asked for)
+        if conn.sock is None:
+            try:
+                conn.connect()
+            except TimeoutError as exc:
+                self._drop(conn)
+                raise requests.ConnectTimeout(urllib3.exceptions.ConnectTimeoutError(
+                    None, f"timed out connecting to {url} ({self.timeout[0]} s)")) from exc
+            except ssl.SSLError as exc:
+                self._drop(conn)
+                raise requests.exceptions.SSLError(exc) from exc
+            except OSError as exc:
+                self._drop(conn)
+                raise requests.ConnectionError(urllib3.exceptions.NewConnectionError(
+                    None, f"Failed to establish a new connection: {exc}")) from exc
+            conn.sock.settimeout(self.timeout[1])
+        watch = getattr(_armed, "watch", None)
+        if watch is not None:
+            watch.sock = conn.sock
+        headers["Accept-Encoding"] = "identity"  # no gzip to undo here
+        try:
+            conn.request(method, target, body=body, headers=headers)
+            answer = conn.getresponse()
+            content = answer.read()
+        except TimeoutError as exc:
+            self._drop(conn)
+            raise requests.ReadTimeout(exc) from exc
+        except ssl.SSLError as exc:
+            self._drop(conn)
+            raise requests.exceptions.SSLError(exc) from exc
+        except (http.client.HTTPException, OSError) as exc:
+            self._drop(conn)
+            raise requests.ConnectionError(exc) from exc
+        if answer.will_close:
+            self._drop(conn)
+        return answer.status, answer.reason or "", answer.getheaders(), content
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._all = list(self._all), set()
+        for conn in conns:
+            conn.close()
 
 
 def _watched(base: type) -> type:

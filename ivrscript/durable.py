@@ -531,19 +531,21 @@ class Driver:
             evicted.append(candidate)
         return evicted
 
+    def _uncache_locked(self, runner: CallRunner) -> None:
+        """Take ``runner`` out of the cache if it is the one there (under ``self.lock``)."""
+        if self.cache.get(runner.session_id) is runner:
+            del self.cache[runner.session_id]
+            self._drop_locked(runner.session_id)
+
     def evict(self, runner: CallRunner) -> None:
         """Drop the call's engine (the lease stays): its next wake-up rebuilds it by replay."""
         runner.done = True
         with self.lock:
-            if self.cache.get(runner.session_id) is runner:
-                del self.cache[runner.session_id]
-                self._drop_locked(runner.session_id)
+            self._uncache_locked(runner)
 
     def forget(self, runner: CallRunner, *, release: bool = True) -> None:
         with self.lock:
-            if self.cache.get(runner.session_id) is runner:
-                del self.cache[runner.session_id]
-                self._drop_locked(runner.session_id)
+            self._uncache_locked(runner)
             held = self.leases.pop(runner.session_id, None) is not None
         if release and held:
             self._release(runner)
@@ -552,9 +554,7 @@ class Driver:
         """The call's lease moved to another process: drop it here, write nothing more."""
         runner.done = True
         with self.lock:
-            if self.cache.get(runner.session_id) is runner:
-                del self.cache[runner.session_id]
-                self._drop_locked(runner.session_id)
+            self._uncache_locked(runner)
             self.leases.pop(runner.session_id, None)
 
     def _release(self, runner: CallRunner) -> None:

@@ -20,6 +20,7 @@ request through the session again.
 from __future__ import annotations
 
 import email.utils
+import http.client
 import http.cookiejar
 import json as json_module
 import logging
@@ -27,6 +28,7 @@ import math
 import os
 import re
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -43,6 +45,7 @@ import requests.utils
 import urllib3.connection
 import urllib3.connectionpool
 import urllib3.exceptions
+from urllib3.util.wait import wait_for_read
 
 from .call import mask_number
 from .errors import ConfigError, PlatformError, RetryLater
@@ -183,7 +186,6 @@ class RingCentral:
         self._session.mount("http://", adapter)
         self._adapter = adapter
         self._kept = _KeptAlive(self.timeout)  # the lean path's connections, one per thread
-        self._base_path: tuple[str, str] | None = None  # (server_url, its path)
         # Token auth is stateless; a cookie jar shared by threads would only add races.
         self._session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
         self._session.headers.update({
@@ -452,7 +454,7 @@ class RingCentral:
             payload = json_module.dumps(body, allow_nan=False).encode("utf-8")
             headers["Content-Type"] = "application/json"
         status, reason, raw_headers, content = self._kept.exchange(
-            url, method, self._path_of(path), payload, headers, session.verify)
+            self.server_url, method, path, payload, headers, session.verify)
         response = requests.Response()
         response.status_code = status
         response.headers = requests.structures.CaseInsensitiveDict(raw_headers)
@@ -461,14 +463,6 @@ class RingCentral:
         response.encoding = requests.utils.get_encoding_from_headers(response.headers)
         response.url = url
         return response
-
-    def _path_of(self, path: str) -> str:
-        """The request target on the server: the server URL's own path (if any), then
-        ``path`` (with its query, if it has one)."""
-        cached = self._base_path
-        if cached is None or cached[0] != self.server_url:
-            cached = self._base_path = (self.server_url, urlsplit(self.server_url).path)
-        return cached[1] + path
 
     def _past_deadline(self, method: str, allowed: float) -> str:
         unsent = " (not retried: it may have been carried out)" if method == "POST" else ""
@@ -722,16 +716,15 @@ class _KeptAlive:
         self._lock = threading.Lock()
         self._contexts: dict[Any, Any] = {}
 
-    def _connection(self, url: str, verify: Any) -> Any:
-        import http.client
-
-        parts = urlsplit(url)
-        key = (parts.scheme, parts.hostname, parts.port, str(verify))
+    def _connection(self, base: str, verify: Any) -> tuple[Any, str]:
+        """This thread's connection to ``base`` (the server URL) and the URL's own path."""
+        key = (base, str(verify))
         held = getattr(self._local, "held", None)
         if held is not None and held[0] == key:
-            return held[1]
+            return held[1], held[2]
         if held is not None:
             self._drop(held[1])
+        parts = urlsplit(base)
         host = parts.hostname or ""
         if parts.scheme == "https":
             conn: Any = http.client.HTTPSConnection(host, parts.port or 443,
@@ -739,14 +732,12 @@ class _KeptAlive:
                                                     context=self._context(verify))
         else:
             conn = http.client.HTTPConnection(host, parts.port or 80, timeout=self.timeout[0])
-        self._local.held = (key, conn)
+        self._local.held = (key, conn, parts.path.rstrip("/"))
         with self._lock:
             self._all.add(conn)
-        return conn
+        return conn, parts.path.rstrip("/")
 
     def _context(self, verify: Any) -> Any:
-        import ssl
-
         key = str(verify)
         context = self._contexts.get(key)
         if context is None:
@@ -767,15 +758,13 @@ class _KeptAlive:
         if held is not None and held[1] is conn:
             self._local.held = None
 
-    def exchange(self, url: str, method: str, target: str, body: bytes | None,
+    def exchange(self, base: str, method: str, path: str, body: bytes | None,
                  headers: dict[str, str], verify: Any
                  ) -> tuple[int, str, list[tuple[str, str]], bytes]:
-        import http.client
-        import ssl
-
-        from urllib3.util.wait import wait_for_read
-
-        conn = self._connection(url, verify)
+        """One request of ``path`` on the server at ``base``: status, reason, headers, body."""
+        conn, prefix = self._connection(base, verify)
+        target = prefix + path
+        url = base + path
         if conn.sock is not None and wait_for_read(conn.sock, timeout=0.0):
             conn.close()  # the server closed it while idle (or sent what nobody asked for)
         if conn.sock is None:

@@ -214,6 +214,10 @@ class CallbackListener:
         server, self._server = self._server, None
         if server is None:
             return
+        # The workers first, while the loop still runs: a request being answered gets its
+        # answer flushed (the loop writes it), and no worker wakes a loop whose trigger pipe
+        # is already closed (EBADF, logged with a traceback by waitress at Ctrl-C).
+        server.task_dispatcher.shutdown(cancel_pending=True, timeout=2)
         self._stopping = True
         try:
             server.pull_trigger()  # wake the loop now rather than at its next poll timeout
@@ -222,7 +226,6 @@ class CallbackListener:
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
-        server.task_dispatcher.shutdown(cancel_pending=True, timeout=2)
 
     @property
     def running(self) -> bool:
